@@ -1,0 +1,38 @@
+# The two commands of the quickstart: `make run` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Recorded after the editable install so dependency changes reinstall, source changes only rebuild.
+INSTALLED := $(VENV)/.installed
+NATIVE_SOURCES := $(wildcard native/src/*.h native/src/*.cc native/sabot_native/*.pyx native/sabot_native/*.pxd)
+
+.PHONY: run test build bench clean
+
+run: build
+	$(PY) -m sabot_native.demo
+
+test: build
+	$(PY) -m pytest tests
+
+build: $(INSTALLED) native/sabot_native/.built
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet "setuptools==80.9.0" "cython==3.3.1"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $@
+
+# In-place rebuild: only what changed is recompiled (objects are kept in build/).
+native/sabot_native/.built: $(NATIVE_SOURCES) setup.py $(INSTALLED)
+	$(PY) setup.py --quiet build_ext --inplace --parallel 2
+	touch $@
+
+bench: build
+	$(PY) -m pip install --quiet ".[bench]" --no-build-isolation --no-deps polars duckdb
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build native/sabot_native/*.so native/sabot_native/*.cpp native/sabot_native/.built $(INSTALLED)
