@@ -4,6 +4,8 @@ C++ sources live in native/src (no Python in them); each Cython module is a thin
 executor sources are compiled into both modules, with hidden visibility so each module keeps its own
 private copy of the C++ symbols.
 """
+from glob import glob
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -20,6 +22,7 @@ def native_module(name, sources):
         f"sabot_native.{name}",
         sources=[f"native/sabot_native/{name}.pyx", *sources],
         include_dirs=[SRC],
+        depends=glob(SRC + "*.h"),
         language="c++",
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,

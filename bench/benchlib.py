@@ -1,0 +1,32 @@
+"""Shared helpers for the benchmarks: median timing and the one-JSON-line-per-case output format."""
+import json
+import statistics
+import time
+
+
+def median_seconds(fn, repeats=5, warmup=1):
+    """Median wall time of fn() over `repeats` runs after `warmup` unmeasured runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def report(bench, case, value, unit, reference, goal, higher_is_better=True):
+    """Prints one case. ratio > 1 always means "better than the reference"."""
+    ratio = value / reference if higher_is_better else reference / value
+    line = {
+        "bench": bench,
+        "case": case,
+        "value": round(value, 4),
+        "unit": unit,
+        "reference": round(reference, 4),
+        "ratio": round(ratio, 3),
+        "goal": goal,
+    }
+    print(json.dumps(line), flush=True)
+    return line
