@@ -9,7 +9,7 @@ NATIVE_SOURCES := $(wildcard native/src/*.h native/src/*.cc native/sabot_native/
 .PHONY: run test build bench clean
 
 run: build
-	$(PY) -m sabot_native.demo
+	$(PY) -m sabot_agent.cli run examples/groupby-generated.yaml --agents 2
 
 test: build
 	$(PY) -m pytest tests

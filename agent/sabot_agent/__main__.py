@@ -1,0 +1,5 @@
+"""`python -m sabot_agent` runs one agent process; `sabot run` starts its agents this way."""
+
+from sabot_agent.agent import main
+
+raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""`sabot`: run a SabotJob on this machine (`sabot run JOB.yaml`) or check one (`sabot validate JOB.yaml`).
+
+`sabot run` starts N agent processes — the same code the pods run — on free loopback ports, shows
+their live progress, prints the first rows of the output and a metrics summary. With --json the last
+stdout line is one JSON object: {"status", "rows_in", "rows_out", "output", "seconds", "agents"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from sabot_agent.jobspec import JobSpec, JobSpecError, load_job_file
+
+PROGRESS_INTERVAL_SECONDS = 0.5
+PROCESS_POLL_SECONDS = 0.05
+PREVIEW_ROWS = 10
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sabot", description="Sabot: distributed Arrow shuffle jobs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a SabotJob with local agent processes")
+    run.add_argument("job", help="job file (a SabotJob manifest)")
+    run.add_argument("--agents", type=int, help="number of agents (default: spec.agents)")
+    run.add_argument("--slots", type=int, help="task slots per agent (default: spec.slotsPerAgent)")
+    run.add_argument("--threads", type=int, help="executor threads per agent (default: cores / agents, at least 1)")
+    run.add_argument("--memory-budget", help="partition store memory per agent before spilling, e.g. 256Mi")
+    run.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
+    run.add_argument("--keep-workdir", action="store_true", help="keep agent logs and spill files")
+    validate = commands.add_parser("validate", help="check a job file and exit")
+    validate.add_argument("job")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sabot_agent.inputs import resolve_schema
+
+    try:
+        job = load_job_file(args.job, resolve_schema)
+    except JobSpecError as exc:
+        print(f"sabot: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(
+                json.dumps(
+                    {
+                        "status": "Failed",
+                        "reason": "; ".join(exc.problems),
+                        "rows_in": 0,
+                        "rows_out": 0,
+                        "output": None,
+                        "seconds": 0,
+                        "agents": [],
+                    }
+                )
+            )
+        return 2
+    if args.command == "validate":
+        print(f"{args.job}: valid SabotJob {job.name!r}")
+        return 0
+    return run(args, job)
+
+
+def run(args: argparse.Namespace, job: JobSpec) -> int:
+    from sabot_agent.local import LocalCluster
+
+    agents = args.agents if args.agents is not None else job.agents
+    slots = args.slots if args.slots is not None else job.slots_per_agent
+    if agents < 1 or slots < 1:
+        print("sabot: --agents and --slots must be >= 1", file=sys.stderr)
+        return 2
+    threads = args.threads or job.threads_per_agent or max(1, len(os.sched_getaffinity(0)) // agents)
+    _remove_stale_parts(job)
+    workdir = tempfile.mkdtemp(prefix=f"sabot-{job.name}-")
+    cluster = LocalCluster(args.job, agents, slots, threads, args.memory_budget, workdir)
+    progress = Progress(agents, sys.stderr)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    failure = None
+    try:
+        cluster.start()
+        progress.note(f"sabot: running {job.name!r} with {agents} agents x {slots} slots x {threads} threads (logs: {workdir})")
+        failure = _supervise(cluster, progress)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        cluster.stop()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    seconds = time.monotonic() - started
+    progress.finish()
+    if failure is None:
+        try:
+            results = [agent.result() for agent in cluster.agents]
+        except RuntimeError as exc:
+            failure = str(exc)
+    if failure is not None:
+        print(f"sabot: job {job.name!r} failed: {failure}", file=sys.stderr)
+        if args.json:
+            agents_json = [
+                {"agent": agent.index, "status": _agent_state(agent, cluster.failed_index), "exit_code": agent.process.returncode}
+                for agent in cluster.agents
+            ]
+            print(json.dumps({"status": "Failed", "reason": failure, "rows_in": 0, "rows_out": 0, "output": job.output.path,
+                              "seconds": round(seconds, 3), "agents": agents_json}))  # fmt: skip
+        if args.keep_workdir or failure != "interrupted":
+            print(f"sabot: agent logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return 130 if failure == "interrupted" else 1
+    if not args.keep_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    progress.update([dict(result, phase="done") for result in results])
+    summary = {
+        "status": "Succeeded",
+        "rows_in": sum(result["rows_in"] for result in results),
+        "rows_out": sum(result["rows_out"] for result in results),
+        "output": job.output.path,
+        "seconds": round(seconds, 3),
+        "agents": results,
+    }
+    _print_report(job, summary, sys.stdout if not args.json else sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _agent_state(agent, failed_index: int | None) -> str:
+    if agent.index == failed_index:
+        return "Failed"
+    return "Succeeded" if agent.process.returncode == 0 else "Stopped"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _remove_stale_parts(job: JobSpec) -> None:
+    """Part files of an earlier run with more agents would otherwise be read as part of this output."""
+    if "://" in job.output.path:
+        return
+    for path in glob.glob(os.path.join(job.output.path, "part-*")):
+        os.remove(path)
+
+
+def _supervise(cluster, progress: "Progress") -> str | None:
+    """Wait for every agent; on the first failure return its reason (the caller stops the rest)."""
+    next_progress = 0.0
+    last_status: list[dict | None] = [None] * len(cluster.agents)
+    while True:
+        codes = cluster.poll()
+        failed = [agent for agent, code in zip(cluster.agents, codes) if code not in (None, 0)]
+        if failed:
+            # prefer an agent killed by a signal: the others typically fail because it vanished
+            failed.sort(key=lambda agent: (agent.process.returncode >= 0, agent.index))
+            cluster.failed_index = failed[0].index
+            return failed[0].failure_reason()
+        if all(code == 0 for code in codes):
+            return None
+        now = time.monotonic()
+        if now >= next_progress:
+            for index, (agent, code) in enumerate(zip(cluster.agents, codes)):
+                status = agent.status() if code is None else None
+                if status is not None:
+                    last_status[index] = status
+            progress.update(last_status)
+            next_progress = now + PROGRESS_INTERVAL_SECONDS
+        time.sleep(PROCESS_POLL_SECONDS)  # polling interval for child exit codes
+
+
+class Progress:
+    """Per-agent progress lines: redrawn in place on a terminal, printed on change otherwise."""
+
+    def __init__(self, agents: int, stream):
+        self.stream = stream
+        self.agents = agents
+        self.tty = stream.isatty()
+        self.drawn = 0
+        self.last: list[str] = []
+
+    def note(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def update(self, statuses: list[dict | None]) -> None:
+        lines = [self._line(index, status) for index, status in enumerate(statuses)]
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F")
+            for line in lines:
+                self.stream.write("\x1b[2K" + line + "\n")
+            self.drawn = len(lines)
+            self.stream.flush()
+        else:
+            for index, line in enumerate(lines):
+                phase = (statuses[index] or {}).get("phase", "starting")
+                if index >= len(self.last) or self.last[index] != phase:
+                    print(line, file=self.stream, flush=True)
+            self.last = [(status or {}).get("phase", "starting") for status in statuses]
+
+    @staticmethod
+    def _line(index: int, status: dict | None) -> str:
+        if status is None:
+            return f"  agent {index}: starting"
+        return (
+            f"  agent {index}: {status.get('phase', '?'):<8} in {status.get('rows_in', 0):>10,}  mapped {status.get('rows_mapped', 0):>10,}  "
+            f"shuffled {status.get('rows_shuffled', 0):>10,}  out {status.get('rows_out', 0):>10,}"
+        )
+
+    def finish(self) -> None:
+        self.stream.flush()
+
+
+def _print_report(job: JobSpec, summary: dict, stream) -> None:
+    import pyarrow.dataset as ds
+
+    files = [path for result in summary["agents"] for path in result["output_files"]]
+    print(
+        f"\njob {job.name!r} {summary['status']} in {summary['seconds']:.2f}s: {summary['rows_in']:,} rows in, {summary['rows_out']:,} rows out",
+        file=stream,
+    )
+    print(f"output: {job.output.path} ({len(files)} part files)", file=stream)
+    if files and "://" not in files[0]:
+        # part files are read one by one: an empty CSV part would make a shared schema all-null
+        pieces, remaining = [], PREVIEW_ROWS
+        for path in files:
+            if remaining <= 0:
+                break
+            piece = ds.dataset(path, format=job.output.format).head(remaining)
+            if piece.num_rows:
+                pieces.append(piece)
+                remaining -= piece.num_rows
+        for piece in pieces:
+            print(_table_text(piece), file=stream)
+    header = f"{'agent':>5} {'rows in':>12} {'rows out':>10} {'shuffled MB':>12} {'spilled MB':>11} " + " ".join(
+        f"{phase:>8}" for phase in summary["agents"][0]["phases"]
+    )
+    print("\nmetrics (seconds per phase)", file=stream)
+    print(header, file=stream)
+    for result in summary["agents"]:
+        phases = " ".join(f"{seconds:>8.3f}" for seconds in result["phases"].values())
+        print(
+            f"{result['agent']:>5} {result['rows_in']:>12,} {result['rows_out']:>10,} {result['bytes_shuffled'] / 1e6:>12.2f} "
+            f"{result['spilled_bytes'] / 1e6:>11.2f} {phases}",
+            file=stream,
+        )
+
+
+def _table_text(table) -> str:
+    columns = table.column_names
+    rows = [["null" if value is None else str(value) for value in row.values()] for row in table.to_pylist()]
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in enumerate(columns)]
+    lines = ["  ".join(name.rjust(width) for name, width in zip(columns, widths))]
+    lines += ["  ".join(value.rjust(width) for value, width in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

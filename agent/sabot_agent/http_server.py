@@ -1,0 +1,55 @@
+"""The agent's HTTP port (never the Flight port): /metrics, /healthz, /readyz, /status."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class AgentHttpServer:
+    def __init__(self, host: str, port: int, registry, status: Callable[[], dict], ready: Callable[[], bool]):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(outer._registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                elif path == "/readyz":
+                    is_ready = outer._ready()
+                    self._send(200 if is_ready else 503, b"ready\n" if is_ready else b"not ready\n", "text/plain")
+                elif path == "/status":
+                    self._send(200, json.dumps(outer._status()).encode(), "application/json")
+                else:
+                    self._send(404, f"no such endpoint {path}; try /metrics /healthz /readyz /status\n".encode(), "text/plain")
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # scrapes every few seconds would drown the agent's log
+                pass
+
+        self._registry = registry
+        self._status = status
+        self._ready = ready
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sabot-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,339 @@
+"""`sabot run` end to end: 3 real agent processes, results equal to pyarrow in one process, failures
+reported with the failing agent's reason, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from conftest import agent_processes, child_env, native_or_skip, process_alive
+from sabot_agent.inputs import generate_table
+from sabot_agent.jobspec import validate_job
+
+RUN_TIMEOUT = 120
+
+
+def job_doc(name: str, output, pipeline: dict, agents: int = 3) -> dict:
+    pipeline = dict(pipeline, output={"format": "parquet", "path": str(output)})
+    return {
+        "apiVersion": "sabot.io/v1alpha1",
+        "kind": "SabotJob",
+        "metadata": {"name": name},
+        "spec": {"agents": agents, "slotsPerAgent": 2, "pipeline": pipeline},
+    }
+
+
+def sabot_run(tmp_path, doc: dict, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    path = tmp_path / f"{doc['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    before = set(agent_processes())
+    completed = subprocess.run(
+        [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json", *args],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT, env=child_env(), cwd=tmp_path,
+    )  # fmt: skip
+    assert set(agent_processes()) <= before, "sabot run left agent processes behind"
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    return completed, summary
+
+
+def read_output(path) -> pa.Table:
+    return ds.dataset(str(path), format="parquet").to_table()
+
+
+SALES = {
+    "generate": {
+        "rows": 30_000,
+        "seed": 11,
+        "columns": {
+            "region": {"type": "string", "distinct": 40, "nullFraction": 0.05},
+            "store_id": {"type": "int64", "distinct": 25, "nullFraction": 0.05},
+            "amount": {"type": "float64", "distinct": 5000, "nullFraction": 0.1},
+        },
+    }
+}
+
+
+def test_group_by_with_three_agents_equals_pyarrow(tmp_path):
+    native_or_skip()
+    pipeline = {
+        "inputs": {"sales": SALES},
+        "shuffle": {"partitions": 7},
+        "aggregate": {
+            "input": "sales",
+            "groupBy": ["region", "store_id"],
+            "aggregations": [
+                {"column": "amount", "function": "sum", "as": "total"},
+                {"column": "amount", "function": "count", "as": "n"},
+                {"column": "amount", "function": "min", "as": "low"},
+                {"column": "amount", "function": "max", "as": "high"},
+                {"column": "amount", "function": "mean", "as": "average"},
+            ],
+        },
+    }
+    doc = job_doc("groupby-three", tmp_path / "out", pipeline)
+    # a budget far below the shuffled bytes: the reduce reads partitions back from spill files
+    completed, summary = sabot_run(tmp_path, doc, "--memory-budget", "32Ki")
+    assert completed.returncode == 0, completed.stderr
+    assert summary["status"] == "Succeeded" and summary["rows_in"] == 30_000 and len(summary["agents"]) == 3
+    assert all(agent["bytes_shuffled"] > 0 and agent["spilled_bytes"] > 0 for agent in summary["agents"])
+
+    sales = generate_table(validate_job(doc).inputs["sales"])
+    expected = sales.group_by(["region", "store_id"]).aggregate(
+        [("amount", "sum"), ("amount", "count"), ("amount", "min"), ("amount", "max"), ("amount", "mean")]
+    )
+    expected = pa.table(
+        {
+            "region": expected["region"],
+            "store_id": expected["store_id"],
+            "total": expected["amount_sum"],
+            "n": expected["amount_count"],
+            "low": expected["amount_min"],
+            "high": expected["amount_max"],
+            "average": expected["amount_mean"],
+        }
+    )
+    actual = read_output(tmp_path / "out")
+    assert summary["rows_out"] == actual.num_rows == expected.num_rows
+    assert actual.column("region").null_count > 0 and actual.column("store_id").null_count > 0  # null keys form groups
+    order = [("region", "ascending"), ("store_id", "ascending")]
+    actual, expected = actual.sort_by(order), expected.sort_by(order)
+    for column in ("region", "store_id", "total", "n", "low", "high"):
+        assert actual.column(column).to_pylist() == expected.column(column).to_pylist(), column
+    assert pc.all(pc.less(pc.abs(pc.subtract(actual["average"], expected["average"])), 1e-9)).as_py()
+
+
+@pytest.mark.parametrize("how, pyarrow_how", [("inner", "inner"), ("full", "full outer")])
+def test_join_with_three_agents_equals_pyarrow(tmp_path, how, pyarrow_how):
+    native_or_skip()
+    pipeline = {
+        "inputs": {
+            "orders": {"generate": {"rows": 20_000, "seed": 3, "columns": {
+                "customer": {"type": "string", "distinct": 500, "nullFraction": 0.05}, "amount": {"type": "float64", "distinct": 1000}}}},
+            "customers": {"generate": {"rows": 400, "seed": 4, "columns": {
+                "customer": {"type": "string", "distinct": 450, "nullFraction": 0.02}, "tier": {"type": "int64", "distinct": 3}}}},
+        },
+        "shuffle": {"partitions": 5},
+        "join": {"left": "orders", "right": "customers", "on": ["customer"], "how": how},
+    }  # fmt: skip
+    doc = job_doc("join-three", tmp_path / "out", pipeline)
+    completed, summary = sabot_run(tmp_path, doc)
+    assert completed.returncode == 0, completed.stderr
+    job = validate_job(doc)
+    orders, customers = generate_table(job.inputs["orders"]), generate_table(job.inputs["customers"])
+    expected = orders.join(customers, keys=["customer"], join_type=pyarrow_how, right_suffix="_right")
+    actual = read_output(tmp_path / "out")
+    assert summary["rows_out"] == actual.num_rows == expected.num_rows > 1000
+    order = [(name, "ascending") for name in expected.column_names]
+    assert actual.select(expected.column_names).sort_by(order).equals(expected.sort_by(order))
+    if how == "full":  # unmatched rows of both sides, null keys included, appear exactly once
+        assert actual.column("tier").null_count > 0 and actual.column("amount").null_count > 0
+
+
+def _argument(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
+    native_or_skip()
+    pipeline = {
+        "inputs": {
+            "sales": {
+                "generate": {
+                    "rows": 2_000_000,
+                    "seed": 1,
+                    "columns": {"k": {"type": "int64", "distinct": 100_000}, "v": {"type": "float64"}},
+                }
+            }
+        },
+        "shuffle": {"partitions": 6},
+        "aggregate": {"input": "sales", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+    }
+    path = tmp_path / "kill.yaml"
+    path.write_text(yaml.safe_dump(job_doc("kill-me", tmp_path / "out", pipeline)))
+    before = set(agent_processes())
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline, "agent 1 never started serving"
+            assert run.poll() is None, run.communicate()
+            for pid, argv in agent_processes().items():
+                if pid not in before and _argument(argv, "--agent-index") == "1" and _answers(int(_argument(argv, "--http-port"))):
+                    victim = pid
+            time.sleep(0.01)  # polling for the agent's HTTP port to answer
+        os.kill(victim, signal.SIGKILL)
+        stdout, stderr = run.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert run.returncode == 1
+    assert summary["status"] == "Failed"
+    assert summary["reason"] == f"agent 1: killed by signal SIGKILL (pid {victim})"
+    assert [agent["status"] for agent in summary["agents"]][1] == "Failed" and summary["agents"][1]["exit_code"] == -9
+    assert "job 'kill-me' failed: agent 1: killed by signal SIGKILL" in stderr
+    assert not process_alive(victim)
+    assert set(agent_processes()) <= before, "agent processes left behind"
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_invalid_job_file_is_rejected_before_any_agent_starts(tmp_path):
+    doc = job_doc("bad-job", tmp_path / "out", {
+        "inputs": {"sales": SALES},
+        "shuffle": {"partitions": 0},
+        "aggregate": {"input": "sales", "groupBy": ["regon"], "aggregations": [{"column": "amount", "function": "sum"}]},
+    })  # fmt: skip
+    completed, summary = sabot_run(tmp_path, doc)
+    assert completed.returncode == 2
+    assert summary["status"] == "Failed"
+    assert "spec.pipeline.shuffle.partitions: must be >= 1, got 0" in completed.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_column_in_a_parquet_input_is_named(tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"region_id": [1, 2], "amount": [1.0, 2.0]}), tmp_path / "data" / "a.parquet")
+    doc = job_doc("bad-column", tmp_path / "out", {
+        "inputs": {"sales": {"format": "parquet", "path": str(tmp_path / "data")}},
+        "shuffle": {"partitions": 2},
+        "aggregate": {"input": "sales", "groupBy": ["regon_id"], "aggregations": [{"column": "amount", "function": "sum", "as": "total"}]},
+    })  # fmt: skip
+    completed, summary = sabot_run(tmp_path, doc)
+    assert completed.returncode == 2
+    assert "spec.pipeline.aggregate.groupBy[0]: unknown column 'regon_id' in input 'sales'" in summary["reason"]
+
+
+def test_group_by_over_parquet_files_with_two_agents(tmp_path):
+    native_or_skip()
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    tables = [pa.table({"region_id": [i % 7 for i in range(j, j + 500)], "amount": [float(i) for i in range(500)]}) for j in range(3)]
+    for index, table in enumerate(tables):
+        pq.write_table(table, tmp_path / "data" / f"part-{index}.parquet", row_group_size=100)
+    doc = job_doc("parquet-groupby", tmp_path / "out", {
+        "inputs": {"sales": {"format": "parquet", "path": str(tmp_path / "data")}},
+        "shuffle": {"partitions": 4},
+        "aggregate": {"input": "sales", "groupBy": ["region_id"], "aggregations": [{"column": "amount", "function": "sum", "as": "total"}]},
+    }, agents=2)  # fmt: skip
+    completed, summary = sabot_run(tmp_path, doc)
+    assert completed.returncode == 0, completed.stderr
+    assert summary["rows_in"] == 1500 and [agent["rows_in"] for agent in summary["agents"]] == [800, 700]  # 15 row groups split 8/7
+    expected = pa.concat_tables(tables).group_by("region_id").aggregate([("amount", "sum")]).sort_by("region_id")
+    actual = read_output(tmp_path / "out").sort_by("region_id")
+    assert actual.column("total").to_pylist() == expected.column("amount_sum").to_pylist()
+
+
+def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
+    native_or_skip()
+    pipeline = {
+        "inputs": {
+            "sales": {
+                "generate": {
+                    "rows": 2_000_000,
+                    "seed": 1,
+                    "columns": {"k": {"type": "int64", "distinct": 100_000}, "v": {"type": "float64"}},
+                }
+            }
+        },
+        "shuffle": {"partitions": 4},
+        "aggregate": {"input": "sales", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+    }
+    path = tmp_path / "interrupt.yaml"
+    path.write_text(yaml.safe_dump(job_doc("interrupt-me", tmp_path / "out", pipeline, agents=2)))
+    before = set(agent_processes())
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        started = {}
+        while len(started) < 2:
+            assert time.monotonic() < deadline and run.poll() is None, "agents never started"
+            started = {pid: argv for pid, argv in agent_processes().items() if pid not in before}
+            time.sleep(0.01)  # polling for both agent processes
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == 130
+    assert json.loads(stdout.strip().splitlines()[-1])["reason"] == "interrupted"
+    assert not any(process_alive(pid) for pid in started)
+
+
+def test_agent_fails_fast_when_a_peer_dies_before_committing(tmp_path, serve_agent):
+    """sabot-agent on its own (flags, termination log): its peer 1 answers health but never commits, then dies."""
+    from sabot_agent.local import free_ports
+
+    silent_peer = serve_agent("silent-peer")
+    flight_port, http_port = free_ports(2)
+    doc = job_doc("lonely", tmp_path / "out", {
+        "inputs": {"d": {"generate": {"rows": 1000, "columns": {"k": {"type": "int64", "distinct": 10}, "v": {"type": "float64"}}}}},
+        "shuffle": {"partitions": 4},
+        "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+    }, agents=2)  # fmt: skip
+    job = tmp_path / "lonely.yaml"
+    job.write_text(yaml.safe_dump(doc))
+    reason_file = tmp_path / "termination-log"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "sabot_agent", "--job", str(job), "--agent-index", "0", "--flight-port", str(flight_port),
+         "--http-port", str(http_port), "--spill-dir", str(tmp_path / "spill"), "--termination-log", str(reason_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
+        env=dict(child_env(), SABOT_PEERS=f"127.0.0.1:{flight_port},{silent_peer.peer}", SABOT_AGENT_COUNT="2"),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # agent 0 pushed and committed to the silent peer: it is now waiting for producer 1
+            status = _status(http_port)
+            if status and status["phase"] == "wait":
+                break
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+            time.sleep(0.02)  # polling the agent's /status
+        silent_peer.stop()
+        _, stderr = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()
+    assert agent.returncode == 1
+    reason = reason_file.read_text().strip()
+    assert reason.startswith(
+        f"agent 0: wait failed: peer 1 ({silent_peer.peer}) stopped answering before committing 'lonely/attempt-0/aggregate'"
+    )
+    assert "\n" not in reason and f"sabot-agent: error: {reason}" in stderr
+
+
+def _status(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=0.5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
