@@ -9,14 +9,18 @@ NATIVE_SOURCES := $(wildcard native/src/*.h native/src/*.cc native/sabot_native/
 .PHONY: run test build bench clean
 
 include hack/cluster/cluster.mk
+include hack/ship.mk
 
 run: build
 	$(PY) -m sabot_agent.cli run examples/groupby-generated.yaml --agents 2
 
-# The control-plane tier needs pinned Kubernetes binaries built from Go modules (cached outside the
-# repo). Exit code 3 means Go or the module proxy is missing: those tests then skip, naming it.
+# Tools of the cluster and chart tiers are built or installed up front, cached outside the repo:
+# Kubernetes binaries and helm from Go modules, checkov in its own virtualenv. Exit code 3 means a
+# prerequisite (Go, the module proxy, PyPI) is missing: those tests then skip, naming it.
 test: build
 	hack/cluster/ensure-binaries.sh || [ $$? -eq 3 ]
+	hack/ensure-helm.sh >/dev/null || [ $$? -eq 3 ]
+	hack/ensure-checkov.sh >/dev/null || [ $$? -eq 3 ]
 	$(PY) -m pytest tests
 
 build: $(INSTALLED) native/sabot_native/.built

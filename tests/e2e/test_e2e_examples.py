@@ -1,0 +1,74 @@
+"""Each example SabotJob on a real cluster: applied with the test image, it reaches Succeeded, every
+agent reports its result in the status, and an agent's /metrics (scraped through the API server's
+pod proxy while it runs) exposes the agent metrics. See conftest.py for what the suite needs."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+GROUP, VERSION, PLURAL = "sabot.io", "v1alpha1", "sabotjobs"
+AGENT_SELECTOR = "app.kubernetes.io/name=sabot-agent,sabot.io/job-name={job}"
+POLL_SECONDS = 0.5
+
+
+def reads_local_files(job: dict) -> bool:
+    """Inputs given as local paths exist on the machine that has the file, not inside agent pods."""
+    return any("path" in source and "://" not in source["path"] for source in job["spec"]["pipeline"]["inputs"].values())
+
+
+def scrape_agent_metrics(cluster, namespace: str, job_name: str) -> str | None:
+    """/metrics of the first ready agent pod of the job, through the API server's pod proxy."""
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector=AGENT_SELECTOR.format(job=job_name)).items
+    for pod in pods:
+        ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+        if pod.status.phase != "Running" or not ready:
+            continue
+        (port,) = [p.container_port for p in pod.spec.containers[0].ports if p.name == "http"]
+        try:
+            return cluster.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{pod.metadata.name}:{port}", namespace, "metrics", _request_timeout=5)
+        except client.ApiException:
+            continue  # the agent finished between the list and the scrape
+    return None
+
+
+def events_of(cluster, namespace: str, name: str) -> str:
+    events = cluster.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return "\n".join(f"  {e.type} {e.reason}: {e.message}" for e in events)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+def test_example_job_succeeds_on_the_cluster(e2e_cluster, namespace, example):
+    job = yaml.safe_load(example.read_text())
+    if reads_local_files(job):
+        pytest.skip(f"{example.name} reads local files that agent pods do not have")
+    job["spec"]["image"] = e2e_cluster.image
+    name = job["metadata"]["name"]
+    e2e_cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
+
+    metrics, status = None, {}
+    deadline = time.monotonic() + e2e_cluster.timeout
+    while time.monotonic() < deadline:
+        status = e2e_cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            break
+        if metrics is None:
+            metrics = scrape_agent_metrics(e2e_cluster, namespace, name)
+        time.sleep(POLL_SECONDS)
+
+    history = f"status: {yaml.safe_dump(status)}\nevents:\n{events_of(e2e_cluster, namespace, name)}"
+    assert status.get("phase") == "Succeeded", history
+    agents = status["agents"]
+    assert sorted(agent["index"] for agent in agents) == list(range(job["spec"].get("agents", 1))), history
+    for agent in agents:
+        assert agent["result"]["outputFiles"], history
+    assert sum(agent["result"]["rowsIn"] for agent in agents) > 0, history
+    assert sum(agent["result"]["rowsOut"] for agent in agents) > 0, history
+    assert metrics is not None, "no agent /metrics could be scraped while the job ran"
+    assert "# TYPE sabot_shuffle_bytes" in metrics and f'job="{name}"' in metrics, metrics[:2000]
