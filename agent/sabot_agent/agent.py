@@ -33,7 +33,7 @@ _OPTIONS = {
     "spill_dir": ("SABOT_SPILL_DIR", "directory for spilled partitions"),
     "peers": ("SABOT_PEERS", "comma-separated advertised host:port of every agent, in index order"),
     "attempt": ("SABOT_ATTEMPT", "job attempt number (part of every shuffle id)"),
-    "termination_log": ("SABOT_TERMINATION_LOG", "file that receives the one-line failure reason"),
+    "termination_log": ("SABOT_TERMINATION_LOG", "file that receives the JSON result, or the one-line failure reason"),
     "startup_timeout": ("SABOT_STARTUP_TIMEOUT", "seconds to wait for every peer to answer"),
     "shuffle_timeout": ("SABOT_SHUFFLE_TIMEOUT", "seconds to wait for every producer's commit"),
 }
@@ -76,16 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(reason: str, termination_log: str | None) -> int:
-    line = " ".join(reason.split())  # Kubernetes shows the termination message; keep it one line
-    print(f"sabot-agent: error: {line}", file=sys.stderr, flush=True)
-    # /dev/termination-log exists only in a pod (Kubernetes shows it); any other given path is created
+def _write_termination_log(line: str, termination_log: str | None) -> None:
+    """Kubernetes shows this file as the container's termination message; the operator reads the
+    JSON result of a successful agent from it. /dev/termination-log exists only in a pod; any other
+    given path is created."""
     if termination_log and (termination_log != DEFAULT_TERMINATION_LOG or os.path.exists(termination_log)):
         try:
             with open(termination_log, "w", encoding="utf-8") as handle:
                 handle.write(line + "\n")
         except OSError as exc:
             print(f"sabot-agent: cannot write termination log {termination_log}: {exc}", file=sys.stderr)
+
+
+def _fail(reason: str, termination_log: str | None) -> int:
+    line = " ".join(reason.split())  # Kubernetes shows the termination message; keep it one line
+    print(f"sabot-agent: error: {line}", file=sys.stderr, flush=True)
+    _write_termination_log(line, termination_log)
     return 1
 
 
@@ -168,7 +174,9 @@ def _main(args: argparse.Namespace) -> int:
         except JobFailed as exc:
             agent._update(phase="failed", error=str(exc))
             return _fail(str(exc), args.termination_log)
-        print(json.dumps(result), flush=True)
+        line = json.dumps(result, separators=(",", ":"))
+        print(line, flush=True)
+        _write_termination_log(line, args.termination_log)
         return 0
     finally:
         agent.stop()

@@ -337,3 +337,28 @@ def _status(port: int) -> dict | None:
             return json.loads(response.read())
     except OSError:
         return None
+
+
+def test_a_successful_agent_reports_its_result_in_the_termination_log(tmp_path):
+    """In a pod the operator reads each agent's JSON result from its termination message."""
+    from sabot_agent.local import free_ports
+
+    flight_port, http_port = free_ports(2)
+    doc = job_doc("single", tmp_path / "out", {
+        "inputs": {"d": {"generate": {"rows": 1000, "columns": {"k": {"type": "int64", "distinct": 10}, "v": {"type": "float64"}}}}},
+        "shuffle": {"partitions": 4},
+        "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+    }, agents=1)  # fmt: skip
+    job = tmp_path / "single.yaml"
+    job.write_text(yaml.safe_dump(doc))
+    result_file = tmp_path / "termination-log"
+    completed = subprocess.run(
+        [sys.executable, "-m", "sabot_agent", "--job", str(job), "--agent-index", "0", "--flight-port", str(flight_port),
+         "--http-port", str(http_port), "--spill-dir", str(tmp_path / "spill"), "--termination-log", str(result_file),
+         "--peers", f"127.0.0.1:{flight_port}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=RUN_TIMEOUT, env=child_env(),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    reported = json.loads(result_file.read_text())
+    assert reported == json.loads(completed.stdout.strip().splitlines()[-1])
+    assert reported["rows_in"] == 1000 and reported["rows_out"] == 10
