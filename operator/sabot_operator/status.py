@@ -1,0 +1,381 @@
+"""The job's state machine as one pure function: the SabotJob and its pods in, the next step out.
+
+`reconcile(job, pods, now)` reads nothing but its arguments, so an operator restarted mid-job
+continues from `status` and the pods it finds. The caller applies a `Plan` in a fixed order: status
+first (the record of what is about to happen), then pod deletions, then creations, then Events.
+Attempt numbers only grow, and every attempt's pods carry it (label and SABOT_ATTEMPT), so a retry
+never shares shuffle ids with the attempt it replaces.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jsonschema
+
+from . import builders, crd
+from .validation import spec_problems
+
+PENDING, STARTING, RUNNING, SUCCEEDED, FAILED, SUSPENDED = crd.PHASES
+FINISHED_PHASES = (SUCCEEDED, FAILED)
+# While pods are being created or deleted the job is re-examined soon, not at the resync interval.
+SETTLE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: dict[str, Any]
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)
+    delete_job: bool = False
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    def requeue(self, seconds: float) -> None:
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """Identity of what an attempt runs: every spec field except those allowed to change meanwhile."""
+    frozen = {key: value for key, value in spec.items() if key not in crd.MUTABLE_WHILE_ACTIVE}
+    return hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def retry_delay(spec: dict[str, Any], failed_attempts: int) -> int:
+    """Exponential backoff: backoffSeconds after the first failure, doubling, capped."""
+    return min(spec["retry"]["backoffSeconds"] * 2 ** (failed_attempts - 1), crd.MAX_BACKOFF_SECONDS)
+
+
+def set_condition(status: dict[str, Any], type_: str, value: bool, reason: str, message: str, generation: int, now: datetime) -> None:
+    """Like apimachinery's meta.SetStatusCondition: lastTransitionTime moves only when the status flips."""
+    conditions = status.setdefault("conditions", [])
+    new_status = "True" if value else "False"
+    existing = next((condition for condition in conditions if condition["type"] == type_), None)
+    if existing is None:
+        existing = {"type": type_}
+        conditions.append(existing)
+    if existing.get("status") != new_status:
+        existing["lastTransitionTime"] = timestamp(now)
+    existing.update(status=new_status, reason=reason, message=message[: crd.MAX_MESSAGE_LENGTH], observedGeneration=generation)
+    conditions.sort(key=lambda condition: crd.CONDITION_TYPES.index(condition["type"]))
+
+
+# ---------------------------------------------------------------------------------------- pods
+
+
+def pod_attempt(pod: dict[str, Any]) -> int:
+    return int(pod["metadata"]["labels"].get(builders.LABEL_ATTEMPT, -1))
+
+
+def pod_index(pod: dict[str, Any]) -> int:
+    return int(pod["metadata"]["labels"].get(builders.LABEL_INDEX, -1))
+
+
+def _pod_phase(pod: dict[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase") or PENDING
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return _pod_phase(pod) == RUNNING and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def termination_message(pod: dict[str, Any]) -> str | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated and container.get("name") == builders.AGENT_CONTAINER:
+            return (terminated.get("message") or terminated.get("reason") or "").strip() or None
+    return None
+
+
+_RESULT_VALIDATOR = jsonschema.Draft7Validator(crd.RESULT_SCHEMA)
+# The agent's result as `sabot-agent` prints it (snake_case) -> status.agents[].result.
+AGENT_RESULT_FIELDS = {
+    "rows_in": "rowsIn",
+    "rows_shuffled": "rowsShuffled",
+    "rows_out": "rowsOut",
+    "bytes_shuffled": "bytesShuffled",
+    "spilled_bytes": "spilledBytes",
+    "seconds": "seconds",
+    "output_files": "outputFiles",
+    "checksum": "checksum",
+}
+
+
+def parse_result(message: str | None) -> dict[str, Any] | None:
+    """The agent's JSON result in status form; None when it reported something else (a failure
+    reason, or a result the status schema would refuse, which is then kept as text)."""
+    try:
+        reported = json.loads(message or "")
+    except ValueError:
+        return None
+    if not isinstance(reported, dict):
+        return None
+    result = {status_key: reported[agent_key] for agent_key, status_key in AGENT_RESULT_FIELDS.items() if agent_key in reported}
+    if isinstance(result.get("checksum"), int):
+        result["checksum"] = str(result["checksum"])
+    return result if _RESULT_VALIDATOR.is_valid(result) else None
+
+
+def _is_live(pod: dict[str, Any]) -> bool:
+    return not pod["metadata"].get("deletionTimestamp")
+
+
+# ---------------------------------------------------------------------------------------- reconcile
+
+
+def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> Plan:
+    """Decide the next step of `job` given all pods that carry its label."""
+    status = copy.deepcopy(job.get("status") or {})
+    generation = job["metadata"].get("generation", 0)
+    status["observedGeneration"] = generation
+    status.setdefault("attempt", 0)
+    status.setdefault("failedAttempts", 0)
+    plan = Plan(status=status)
+    phase = status.get("phase")
+    spec = crd.spec_with_defaults(job["spec"])
+    job = {**job, "spec": spec}
+
+    if phase in FINISHED_PHASES:
+        _after_finish(job, pods, plan, now)
+    elif _deadline_passed(spec, status, now):
+        _stop_pods(pods, plan)
+        _finish(job, plan, FAILED, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds={spec['activeDeadlineSeconds']}", now)
+    elif spec["suspend"]:
+        _suspend(job, pods, plan, now)
+    elif phase in crd.ACTIVE_PHASES:
+        _follow_attempt(job, pods, plan, now)
+    else:
+        _start_attempt(job, pods, plan, now)
+    _transition_event(phase, plan)
+    return plan
+
+
+def _transition_event(old_phase: str | None, plan: Plan) -> None:
+    new_phase = plan.status.get("phase")
+    # A step that already explains itself (AttemptFailed, InvalidSpec, ...) is the transition's Event.
+    if new_phase != old_phase and not plan.events:
+        message = next((c["message"] for c in plan.status.get("conditions", []) if c["type"] == "Progressing"), "")
+        plan.events.append(Event("Warning" if new_phase == FAILED else "Normal", new_phase, message))
+
+
+def _deadline_passed(spec: dict[str, Any], status: dict[str, Any], now: datetime) -> bool:
+    deadline = spec.get("activeDeadlineSeconds")
+    return deadline is not None and "startTime" in status and now >= parse_time(status["startTime"]) + timedelta(seconds=deadline)
+
+
+def _stop_pods(pods: list[dict[str, Any]], plan: Plan) -> None:
+    for pod in pods:
+        if _is_live(pod) and pod["metadata"]["name"] not in plan.delete_pods:
+            plan.delete_pods.append(pod["metadata"]["name"])
+
+
+def _after_finish(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: datetime) -> None:
+    # Pods still running after the end (an operator that stopped between writing the end and
+    # deleting them) are stopped now; finished pods stay for `kubectl logs`.
+    _stop_pods([pod for pod in pods if _pod_phase(pod) not in FINISHED_PHASES], plan)
+    ttl = job["spec"].get("ttlSecondsAfterFinished")
+    if ttl is None or "completionTime" not in plan.status:
+        return
+    expires = parse_time(plan.status["completionTime"]) + timedelta(seconds=ttl)
+    if now >= expires:
+        plan.delete_job = True
+        plan.events.append(Event("Normal", "TTLExpired", f"deleting the job {ttl}s after it finished"))
+    else:
+        plan.requeue((expires - now).total_seconds())
+
+
+def _conditions(job: dict[str, Any], plan: Plan, now: datetime, *, ready: tuple[bool, str, str], progressing: tuple[bool, str, str], degraded: tuple[bool, str, str] | None = None) -> None:
+    generation = job["metadata"].get("generation", 0)
+    set_condition(plan.status, "Ready", *ready, generation, now)
+    set_condition(plan.status, "Progressing", *progressing, generation, now)
+    if degraded is not None:
+        set_condition(plan.status, "Degraded", *degraded, generation, now)
+    elif not any(c["type"] == "Degraded" for c in plan.status["conditions"]):
+        set_condition(plan.status, "Degraded", False, "AsExpected", "no failures", generation, now)
+
+
+def _finish(job: dict[str, Any], plan: Plan, phase: str, reason: str, message: str, now: datetime) -> None:
+    plan.status.update(phase=phase, completionTime=timestamp(now))
+    plan.status.pop("nextAttemptTime", None)
+    plan.status["ready"] = f"0/{job['spec']['agents']}"
+    failed = phase == FAILED
+    _conditions(
+        job, plan, now,
+        ready=(False, reason, message),
+        progressing=(False, reason, message),
+        degraded=(True, reason, message) if failed else (False, "AsExpected", "the job succeeded"),
+    )
+    if job["spec"].get("ttlSecondsAfterFinished") is not None:
+        plan.requeue(job["spec"]["ttlSecondsAfterFinished"])
+
+
+def _suspend(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: datetime) -> None:
+    _stop_pods(pods, plan)
+    if any(_is_live(pod) for pod in pods) or plan.delete_pods:
+        plan.requeue(SETTLE_SECONDS)
+    plan.status["phase"] = SUSPENDED
+    plan.status["ready"] = f"0/{job['spec']['agents']}"
+    # The deadline counts running time only (as for batch/v1 Jobs): resuming starts the clock anew.
+    for key in ("startTime", "nextAttemptTime"):
+        plan.status.pop(key, None)
+    message = "spec.suspend is true: agents removed; setting it to false starts a new attempt"
+    _conditions(job, plan, now, ready=(False, "Suspended", message), progressing=(False, "Suspended", message))
+
+
+def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: datetime) -> None:
+    """Pending (new, retrying or resumed): wait for old pods and the backoff, validate, start."""
+    spec, status = job["spec"], plan.status
+    status["phase"] = PENDING
+    status["ready"] = f"0/{spec['agents']}"
+    _stop_pods(pods, plan)  # no attempt runs in Pending: every pod is a leftover
+    if pods:
+        plan.requeue(SETTLE_SECONDS)
+        _conditions(job, plan, now, ready=(False, "Pending", "waiting for the previous attempt's pods to go"), progressing=(True, "CleaningUp", "waiting for the previous attempt's pods to go"))
+        return
+    if "nextAttemptTime" in status and now < parse_time(status["nextAttemptTime"]):
+        message = f"attempt {status['attempt']} failed; attempt {status['attempt'] + 1} starts at {status['nextAttemptTime']}"
+        plan.requeue((parse_time(status["nextAttemptTime"]) - now).total_seconds())
+        _conditions(job, plan, now, ready=(False, "Pending", message), progressing=(True, "BackoffAfterFailure", message))
+        return
+    problems = spec_problems(job)
+    if problems:
+        message = "; ".join(problems)
+        plan.events.append(Event("Warning", "InvalidSpec", message))
+        _finish(job, plan, FAILED, "InvalidSpec", message, now)
+        return
+    status["attempt"] += 1
+    status.pop("nextAttemptTime", None)
+    status.pop("completionTime", None)
+    status.setdefault("startTime", timestamp(now))
+    status.update(phase=STARTING, specHash=spec_hash(spec), agents=_agent_records(job))
+    message = f"attempt {status['attempt']}: creating {spec['agents']} agents"
+    _conditions(job, plan, now, ready=(False, "Starting", message), progressing=(True, "AttemptStarted", message))
+    plan.create = builders.children(job, status["attempt"])
+    plan.requeue(SETTLE_SECONDS)
+
+
+# A freshly started attempt records its agents as "Creating": a pod missing in that state was never
+# created (the operator stopped in between) and is created now; a pod missing in any other state
+# was lost mid-shuffle and fails the attempt.
+CREATING = "Creating"
+MISSING = "Missing"
+
+
+def _agent_records(job: dict[str, Any]) -> list[dict[str, Any]]:
+    name, spec = job["metadata"]["name"], job["spec"]
+    records = []
+    for index in range(spec["agents"]):
+        flight_port, metrics_port = builders.agent_ports(spec, index)
+        records.append({
+            "name": builders.agent_pod_name(name, index),
+            "index": index,
+            "address": builders.agent_address(name, index),
+            "flightPort": flight_port,
+            "metricsPort": metrics_port,
+            "slots": spec["slotsPerAgent"],
+            "phase": CREATING,
+            "ready": False,
+        })
+    return records
+
+
+def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: datetime) -> None:
+    spec, status = job["spec"], plan.status
+    attempt = status["attempt"]
+    current = {pod_index(pod): pod for pod in pods if pod_attempt(pod) == attempt}
+    _stop_pods([pod for pod in pods if pod_attempt(pod) != attempt], plan)
+    records = status.get("agents") or _agent_records(job)
+    to_create = []
+    for record in records:
+        pod = current.get(record["index"])
+        if pod is None:
+            if record["phase"] == CREATING:
+                to_create.append(record["index"])
+            else:
+                record.update(phase=MISSING, ready=False, message="the agent's pod disappeared")
+            continue
+        record["phase"] = _pod_phase(pod)
+        record["ready"] = _pod_ready(pod)
+        message = termination_message(pod)
+        result = parse_result(message)
+        record.pop("message", None)
+        record.pop("result", None)
+        if result is not None:
+            record["result"] = result
+        elif message:
+            record["message"] = message[: crd.MAX_MESSAGE_LENGTH]
+    status["agents"] = records
+    status["ready"] = f"{sum(record['ready'] for record in records)}/{len(records)}"
+    _report_spec_drift(job, plan, now)
+
+    broken = [record for record in records if record["phase"] in (FAILED, MISSING)]
+    if broken:
+        first = broken[0]
+        _fail_attempt(job, pods, plan, f"agent {first['index']} ({first['name']}) {first['phase'].lower()}: {first.get('message', 'no message')}", now)
+        return
+    if to_create:
+        plan.create = [builders.agent_pod(job, index, attempt) for index in to_create]
+    if all(record["phase"] == SUCCEEDED for record in records):
+        rows = sum(record.get("result", {}).get("rowsOut", 0) for record in records)
+        _finish(job, plan, SUCCEEDED, "Succeeded", f"all {len(records)} agents succeeded on attempt {attempt} ({rows} rows)", now)
+        return
+    if status["phase"] == STARTING and all(record["ready"] or record["phase"] == SUCCEEDED for record in records):
+        status["phase"] = RUNNING
+    message = f"attempt {attempt}: {status['ready']} agents ready"
+    all_ready = status["ready"] == f"{len(records)}/{len(records)}"
+    _conditions(job, plan, now, ready=(all_ready, "AgentsReady" if all_ready else "AgentsNotReady", message), progressing=(True, status["phase"], message))
+    if to_create or plan.delete_pods:
+        plan.requeue(SETTLE_SECONDS)
+    if spec.get("activeDeadlineSeconds") is not None:
+        deadline = parse_time(status["startTime"]) + timedelta(seconds=spec["activeDeadlineSeconds"])
+        plan.requeue(max((deadline - now).total_seconds(), 0.0))
+
+
+def _report_spec_drift(job: dict[str, Any], plan: Plan, now: datetime) -> None:
+    """Without CEL nothing stops an edit of a running job; it is ignored until the next attempt."""
+    if plan.status.get("specHash") in (None, spec_hash(job["spec"])):
+        return
+    message = "spec changed while the job is running; the change is ignored until the next attempt (only spec.suspend may change)"
+    already = any(c["type"] == "Degraded" and c["reason"] == "SpecChangeIgnored" for c in plan.status.get("conditions", []))
+    if not already:
+        plan.events.append(Event("Warning", "SpecChangeIgnored", message))
+    set_condition(plan.status, "Degraded", True, "SpecChangeIgnored", message, job["metadata"].get("generation", 0), now)
+
+
+def _fail_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, reason_message: str, now: datetime) -> None:
+    spec, status = job["spec"], plan.status
+    status["failedAttempts"] = status.get("failedAttempts", 0) + 1
+    _stop_pods(pods, plan)
+    attempt, limit = status["attempt"], spec["retry"]["limit"]
+    if status["failedAttempts"] > limit:
+        message = f"attempt {attempt} failed: {reason_message}; retry.limit={limit} reached"
+        _finish(job, plan, FAILED, "RetryLimitExceeded", message, now)
+        return
+    delay = retry_delay(spec, status["failedAttempts"])
+    status["phase"] = PENDING
+    status["nextAttemptTime"] = timestamp(now + timedelta(seconds=delay))
+    message = f"attempt {attempt} failed: {reason_message}; retrying in {delay}s"
+    plan.events.append(Event("Warning", "AttemptFailed", message))
+    _conditions(job, plan, now, ready=(False, "AttemptFailed", message), progressing=(True, "BackoffAfterFailure", message), degraded=(True, "AttemptFailed", message))
+    plan.requeue(delay)

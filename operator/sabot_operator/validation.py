@@ -1,0 +1,51 @@
+"""The operator's own check of a SabotJob, for clusters that do not run the CRD's CEL rules.
+
+Each problem names its field ("spec.metricsPort: ..."), so the Degraded condition and the Event
+tell the user exactly what to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+
+from sabot_agent.jobspec import JobSpecError, validate_job
+
+from . import builders, crd
+
+_SCHEMA_VALIDATOR = jsonschema.Draft7Validator(crd.OBJECT_SCHEMA)
+
+
+def _field(parts) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _schema_problem(error: jsonschema.ValidationError) -> str:
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return "; ".join(f"{_field([*error.absolute_path, name])}: required field is missing" for name in missing)
+    return f"{_field(error.absolute_path)}: {error.message}"
+
+
+def spec_problems(job: dict[str, Any]) -> list[str]:
+    """Every problem of the job: the CRD schema, its CEL rules, then the pipeline's own semantics."""
+    problems = sorted({_schema_problem(error) for error in _SCHEMA_VALIDATOR.iter_errors(job)})
+    if problems:
+        return problems
+    defaulted = {**job, "spec": crd.spec_with_defaults(job["spec"])}
+    for rule in crd.RULES:
+        for where, node in crd.nodes_at(defaulted, rule.path):
+            if not rule.holds(node):
+                field = (where + rule.field).lstrip(".")
+                problems.append(f"{field}: {rule.message}" if field else rule.message)
+    if problems:
+        return problems
+    try:
+        validate_job(builders.agent_job_document(defaulted))
+    except JobSpecError as error:
+        return list(error.problems)
+    return []

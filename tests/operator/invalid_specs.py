@@ -1,0 +1,35 @@
+"""Invalid SabotJobs, one per kind of mistake: the operator's validation and the API server (schema
+and CEL rules) must both reject each, naming the field.
+
+Each case: (id, name override or None, spec merge patch, field that must be named, fragment of the
+API server's message).
+"""
+from __future__ import annotations
+
+LONG_NAME = "a" * 60
+REGIONS = {"generate": {"rows": 10, "columns": {"region": {"type": "string"}, "manager": {"type": "string"}}}}
+
+INVALID_SPECS = [
+    ("zero-agents", None, {"agents": 0}, "spec.agents", "greater than or equal to 1"),
+    ("privileged-flight-port", None, {"flightPort": 80}, "spec.flightPort", "greater than or equal to 1024"),
+    ("unknown-pull-policy", None, {"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy", "Unsupported value"),
+    ("bad-memory-budget", None, {"memoryBudget": "lots"}, "spec.memoryBudget", "should match"),
+    ("retry-limit-too-high", None, {"retry": {"limit": 1000}}, "spec.retry.limit", "less than or equal to 100"),
+    ("missing-pipeline", None, {"pipeline": None}, "spec.pipeline", "Required value"),
+    ("same-ports", None, {"flightPort": 9000, "metricsPort": 9000}, "spec.metricsPort", "must differ from flightPort"),
+    ("host-ports-past-65535", None, {"hostNetwork": True, "agents": 10, "flightPort": 65530, "metricsPort": 9000}, "spec.flightPort", "flightPort + agents - 1 must be <= 65535"),
+    ("host-metrics-ports-past-65535", None, {"hostNetwork": True, "agents": 10, "flightPort": 9000, "metricsPort": 65530}, "spec.metricsPort", "metricsPort + agents - 1 must be <= 65535"),
+    ("host-port-ranges-overlap", None, {"hostNetwork": True, "agents": 4, "flightPort": 9000, "metricsPort": 9002}, "spec.metricsPort", "must not overlap"),
+    ("aggregate-and-join", None, {"pipeline": {"join": {"left": "sales", "right": "sales", "on": ["region"]}}}, "spec.pipeline", "exactly one of aggregate or join"),
+    ("aggregate-unknown-input", None, {"pipeline": {"aggregate": {"input": "nope"}}}, "spec.pipeline.aggregate.input", "must name one of pipeline.inputs"),
+    ("join-with-itself", None, {"pipeline": {"aggregate": None, "join": {"left": "sales", "right": "sales", "on": ["region"]}}}, "spec.pipeline.join.right", "two different inputs"),
+    ("join-unknown-left", None, {"pipeline": {"aggregate": None, "join": {"left": "nope", "right": "sales", "on": ["region"]}}}, "spec.pipeline.join.left", "join.left must name one of pipeline.inputs"),
+    ("join-unknown-right", None, {"pipeline": {"aggregate": None, "join": {"left": "sales", "right": "nope", "on": ["region"]}}}, "spec.pipeline.join.right", "join.right must name one of pipeline.inputs"),
+    ("duplicate-join-keys", None, {"pipeline": {"aggregate": None, "inputs": {"regions": REGIONS}, "join": {"left": "sales", "right": "regions", "on": ["region", "region"]}}}, "spec.pipeline.join.on", "join keys must be unique"),
+    ("duplicate-group-by", None, {"pipeline": {"aggregate": {"groupBy": ["region", "region"]}}}, "spec.pipeline.aggregate.groupBy", "must be unique"),
+    ("path-without-format", None, {"pipeline": {"inputs": {"files": {"path": "/data/in"}}}}, "spec.pipeline.inputs.files.format", "format is required with path"),
+    ("path-and-generate", None, {"pipeline": {"inputs": {"sales": {"path": "/data/in", "format": "parquet"}}}}, "spec.pipeline.inputs.sales", "either path (with format) or generate"),
+    ("two-spill-volumes", None, {"spill": {"emptyDir": {"sizeLimit": "1Gi"}, "persistentVolumeClaim": {"claimName": "scratch"}}}, "spec.spill", "exactly one of emptyDir or persistentVolumeClaim"),
+    ("reserved-pod-label", None, {"pod": {"labels": {"sabot.io/attempt": "7"}}}, "spec.pod.labels", "reserved for the operator"),
+    ("name-too-long", LONG_NAME, {}, "metadata.name", "at most 52 characters"),
+]

@@ -1,0 +1,165 @@
+"""The pure manifest builders, without a cluster."""
+from __future__ import annotations
+
+import yaml
+
+from sabotjobs import sabot_job
+from sabot_agent.jobspec import validate_job
+from sabot_operator import builders, crd
+
+
+def defaulted(spec_patch: dict | None = None, name: str = "wordcount") -> dict:
+    job = sabot_job(name, spec_patch)
+    return {**job, "spec": crd.spec_with_defaults(job["spec"])}
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
+
+
+def test_every_child_is_owned_by_the_job_in_its_namespace():
+    job = defaulted()
+    for child in builders.children(job, attempt=1):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "sabot.io/v1alpha1",
+            "kind": "SabotJob",
+            "name": "wordcount",
+            "uid": "uid-wordcount",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert child["metadata"]["namespace"] == "default"
+        assert child["metadata"]["labels"][builders.LABEL_JOB] == "wordcount"
+
+
+def test_children_have_deterministic_names():
+    job = defaulted()
+    names = [(child["kind"], child["metadata"]["name"]) for child in builders.children(job, attempt=1)]
+    assert names == [
+        ("ConfigMap", "wordcount-plan"),
+        ("Service", "wordcount-agents"),
+        ("Pod", "wordcount-agent-0"),
+        ("Pod", "wordcount-agent-1"),
+        ("Pod", "wordcount-agent-2"),
+    ]
+    assert names == [(child["kind"], child["metadata"]["name"]) for child in builders.children(job, attempt=2)]
+
+
+def test_agent_env_tells_each_agent_who_it_is():
+    job = defaulted({"threadsPerAgent": 4, "memoryBudget": "256Mi"})
+    env = env_of(builders.agent_pod(job, 1, attempt=3))
+    assert env == {
+        "SABOT_JOB": "/etc/sabot/job.yaml",
+        "SABOT_AGENT_INDEX": "1",
+        "SABOT_AGENT_COUNT": "3",
+        "SABOT_BIND_HOST": "0.0.0.0",
+        "SABOT_ADVERTISE_HOST": "wordcount-agent-1.wordcount-agents",
+        "SABOT_FLIGHT_PORT": "8815",
+        "SABOT_HTTP_PORT": "8080",
+        "SABOT_SLOTS": "2",
+        "SABOT_THREADS": "4",
+        "SABOT_SPILL_DIR": "/var/lib/sabot/spill",
+        "SABOT_PEERS": ",".join(f"wordcount-agent-{i}.wordcount-agents:8815" for i in range(3)),
+        "SABOT_ATTEMPT": "3",
+        "SABOT_MEMORY_BUDGET": "256Mi",
+    }
+
+
+def test_threads_default_to_slots():
+    assert env_of(builders.agent_pod(defaulted(), 0, attempt=1))["SABOT_THREADS"] == "2"
+
+
+def test_on_the_host_network_agent_i_uses_base_port_plus_i():
+    job = defaulted({"hostNetwork": True, "agents": 4, "flightPort": 9000, "metricsPort": 9100})
+    pods = [builders.agent_pod(job, index, attempt=1) for index in range(4)]
+    ports = [{p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]} for pod in pods]
+    assert ports == [{"flight": 9000 + i, "http": 9100 + i} for i in range(4)]
+    assert all(pod["spec"]["hostNetwork"] and pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet" for pod in pods)
+    assert builders.peers(job) == [f"wordcount-agent-{i}.wordcount-agents:{9000 + i}" for i in range(4)]
+
+
+def test_without_host_network_every_agent_uses_the_base_ports():
+    job = defaulted()
+    for index in range(3):
+        env = env_of(builders.agent_pod(job, index, attempt=1))
+        assert (env["SABOT_FLIGHT_PORT"], env["SABOT_HTTP_PORT"]) == ("8815", "8080")
+
+
+def test_pod_is_locked_down():
+    pod = builders.agent_pod(defaulted(), 0, attempt=1)
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["restartPolicy"] == "Never"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["command"] == ["sabot-agent"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # The read-only root needs writable mounts for spill and temporary files.
+    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/etc/sabot", "/var/lib/sabot/spill", "/tmp"}
+
+
+def test_pod_identity_for_dns_and_attempt_labels():
+    pod = builders.agent_pod(defaulted(), 2, attempt=5)
+    assert pod["spec"]["hostname"] == "wordcount-agent-2"
+    assert pod["spec"]["subdomain"] == "wordcount-agents"
+    assert pod["metadata"]["labels"][builders.LABEL_INDEX] == "2"
+    assert pod["metadata"]["labels"][builders.LABEL_ATTEMPT] == "5"
+
+
+def test_pod_overrides_are_applied_but_cannot_replace_operator_labels():
+    overrides = {
+        "labels": {"team": "data", builders.LABEL_JOB: "hijack"},
+        "annotations": {"note": "x"},
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "priorityClassName": "batch",
+        "schedulerName": "volcano",
+        "serviceAccountName": "sabot-agent",
+    }
+    job = defaulted({"pod": overrides, "resources": {"limits": {"memory": "1Gi", "cpu": 2}}})
+    pod = builders.agent_pod(job, 0, attempt=1)
+    assert pod["metadata"]["labels"]["team"] == "data"
+    assert pod["metadata"]["labels"][builders.LABEL_JOB] == "wordcount"
+    assert pod["metadata"]["annotations"] == {"note": "x"}
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName", "serviceAccountName"):
+        assert pod["spec"][key] == overrides[key]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["containers"][0]["resources"] == {"limits": {"memory": "1Gi", "cpu": 2}}
+
+
+def test_spill_volume_choices():
+    default_pod = builders.agent_pod(defaulted(), 0, attempt=1)
+    assert {"name": "spill", "emptyDir": {}} in default_pod["spec"]["volumes"]
+    sized = builders.agent_pod(defaulted({"spill": {"emptyDir": {"sizeLimit": "10Gi"}}}), 0, attempt=1)
+    assert {"name": "spill", "emptyDir": {"sizeLimit": "10Gi"}} in sized["spec"]["volumes"]
+    claimed = builders.agent_pod(defaulted({"spill": {"persistentVolumeClaim": {"claimName": "scratch"}}}), 1, attempt=1)
+    assert {"name": "spill", "persistentVolumeClaim": {"claimName": "scratch"}} in claimed["spec"]["volumes"]
+    mount = next(m for m in claimed["spec"]["containers"][0]["volumeMounts"] if m["name"] == "spill")
+    assert mount["subPath"] == "wordcount-agent-1"
+
+
+def test_service_is_headless_and_publishes_unready_agents():
+    service = builders.headless_service(defaulted())
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"] == {builders.LABEL_JOB: "wordcount", builders.LABEL_NAME: builders.AGENT_APP}
+    assert {port["name"]: port["port"] for port in service["spec"]["ports"]} == {"flight": 8815, "http": 8080}
+
+
+def test_plan_holds_an_agent_job_file_and_the_ordered_peers():
+    job = defaulted({"pod": {"labels": {"team": "data"}}, "retry": {"limit": 1}})
+    config_map = builders.plan_config_map(job)
+    document = yaml.safe_load(config_map["data"]["job.yaml"])
+    assert "pod" not in document["spec"] and "retry" not in document["spec"]  # operator-only fields stay out
+    parsed = validate_job(document)
+    assert (parsed.name, parsed.agents, parsed.slots_per_agent, parsed.partitions) == ("wordcount", 3, 2, 6)
+    assert config_map["data"]["peers"].splitlines() == builders.peers(job)

@@ -1,0 +1,263 @@
+"""The operator against a REAL kube-apiserver (T1: etcd, apiserver, controller-manager, scheduler, kwok).
+
+Under kwok no container runs: kwok marks a bound pod Running and Ready, and nothing ever ends it. The
+tests therefore play the agents' part themselves: they patch a pod's status to Failed or Succeeded
+with the termination message an agent would write. Everything else is real: the CRD's schema and CEL
+rules in the API server, ownerReferences and the garbage collector, kopf watching the API, and the
+operator running in-process with kopf.testing.KopfRunner.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+from conftest import cluster_fixtures
+from invalid_specs import INVALID_SPECS
+from sabotjobs import agent_result, sabot_job, status_result
+from sabot_operator import builders, crd
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "sabotjob.yaml"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+wait_for = cluster_fixtures.wait_for
+
+
+def kget(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_cluster):
+    """The T1 cluster with the SabotJob CRD installed and established."""
+    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.PLURAL}.{crd.GROUP}", "--timeout=30s")
+    return kube_cluster
+
+
+@pytest.fixture
+def kubeconfig_env(cluster, monkeypatch):
+    """Point the in-process operator (kopf's login and the kubernetes client) at the test cluster.
+    The client takes its default kubeconfig path from $KUBECONFIG once, at import: patch both."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster.kubeconfig))
+
+
+@contextlib.contextmanager
+def operator(namespace: str):
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "sabot_operator.handlers"]) as runner:
+        yield runner
+    assert runner.exception is None, runner.output
+
+
+def manifest(name: str, spec_patch: dict | None = None) -> dict:
+    job = sabot_job(name, spec_patch)
+    return {key: job[key] for key in ("apiVersion", "kind", "spec")} | {"metadata": {"name": name}}
+
+
+def apply(cluster, namespace: str, document: dict, *extra: str, check: bool = True):
+    return cluster.kubectl("apply", "-n", namespace, *extra, "-f", "-", input=json.dumps(document), check=check)
+
+
+def status_of(cluster, namespace: str, name: str) -> dict:
+    return kget(cluster, "sabotjob", name, "-n", namespace).get("status", {})
+
+
+def wait_for_status(cluster, namespace: str, name: str, what: str, predicate, timeout: float = 30) -> dict:
+    return wait_for(lambda: (lambda status: status if predicate(status) else None)(status_of(cluster, namespace, name)), timeout=timeout, what=what)
+
+
+def agent_pods(cluster, namespace: str, name: str) -> list[dict]:
+    return kget(cluster, "pods", "-n", namespace, "-l", builders.pod_selector(name))["items"]
+
+
+def live_pods_of_attempt(cluster, namespace: str, name: str, attempt: int, count: int) -> list[dict]:
+    def ready():
+        pods = [p for p in agent_pods(cluster, namespace, name) if not p["metadata"].get("deletionTimestamp")]
+        current = [p for p in pods if p["metadata"]["labels"][builders.LABEL_ATTEMPT] == str(attempt)]
+        return current if len(current) == count == len(pods) else None
+
+    return sorted(wait_for(ready, timeout=30, what=f"{count} pods of attempt {attempt}"), key=lambda p: p["metadata"]["name"])
+
+
+def end_pod(cluster, namespace: str, pod_name: str, phase: str, message: str) -> None:
+    """Do what the kubelet does when the agent exits: terminal phase plus termination message."""
+    terminated = {"exitCode": 0 if phase == "Succeeded" else 1, "reason": "Completed" if phase == "Succeeded" else "Error", "message": message}
+    status = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": builders.AGENT_CONTAINER, "image": crd.DEFAULT_IMAGE, "imageID": "", "ready": False, "restartCount": 0, "state": {"terminated": terminated}}],
+    }
+    cluster.kubectl("patch", "pod", pod_name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
+
+
+def events_of(cluster, namespace: str, name: str) -> list[str]:
+    events = kget(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name},involvedObject.kind={crd.KIND}")["items"]
+    return [event["reason"] for event in events]
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+
+@pytest.mark.parametrize("name, spec_patch, field, api_fragment", [case[1:] for case in INVALID_SPECS], ids=[case[0] for case in INVALID_SPECS])
+def test_api_server_rejects_invalid_sabotjob(cluster, namespace, name, spec_patch, field, api_fragment):
+    result = apply(cluster, namespace, manifest(name or "invalid", spec_patch), "--dry-run=server", check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    assert api_fragment in result.stderr, result.stderr
+    assert field.split(".")[-1] in result.stderr, result.stderr
+
+
+def test_api_server_accepts_a_valid_sabotjob_and_defaults_it(cluster, namespace):
+    apply(cluster, namespace, manifest("valid"))
+    spec = kget(cluster, "sabotjob", "valid", "-n", namespace)["spec"]
+    assert spec["flightPort"] == crd.DEFAULT_FLIGHT_PORT and spec["retry"] == {"limit": 3, "backoffSeconds": 10}
+
+
+def test_spec_is_immutable_while_running_except_suspend(cluster, namespace):
+    apply(cluster, namespace, manifest("frozen"))
+    cluster.kubectl("patch", "sabotjob", "frozen", "-n", namespace, "--subresource=status", "--type=merge", "-p", '{"status": {"phase": "Running"}}')
+    edit = cluster.kubectl("patch", "sabotjob", "frozen", "-n", namespace, "--type=merge", "-p", '{"spec": {"image": "sabot:other"}}', check=False)
+    assert edit.returncode != 0 and "spec is immutable while the job is Starting or Running" in edit.stderr, edit.stderr
+    cluster.kubectl("patch", "sabotjob", "frozen", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    cluster.kubectl("patch", "sabotjob", "frozen", "-n", namespace, "--subresource=status", "--type=merge", "-p", '{"status": {"phase": "Suspended"}}')
+    cluster.kubectl("patch", "sabotjob", "frozen", "-n", namespace, "--type=merge", "-p", '{"spec": {"image": "sabot:other"}}')
+
+
+# ------------------------------------------------------------------------------------------ operator
+
+
+def test_apply_creates_agents_with_unique_ports_service_and_plan(cluster, namespace, kubeconfig_env):
+    spec = {"agents": 3, "slotsPerAgent": 4, "hostNetwork": True, "flightPort": 9000, "metricsPort": 9100}
+    with operator(namespace):
+        apply(cluster, namespace, manifest("hostnet", spec))
+        pods = live_pods_of_attempt(cluster, namespace, "hostnet", 1, 3)
+        ports = [{p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]} for pod in pods]
+        assert ports == [{"flight": 9000 + i, "http": 9100 + i} for i in range(3)]
+        envs = [{e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]} for pod in pods]
+        assert [env["SABOT_SLOTS"] for env in envs] == ["4", "4", "4"]
+        assert [env["SABOT_AGENT_INDEX"] for env in envs] == ["0", "1", "2"]
+        assert all(ref["kind"] == crd.KIND and ref["controller"] for pod in pods for ref in pod["metadata"]["ownerReferences"])
+
+        service = kget(cluster, "service", "hostnet-agents", "-n", namespace)
+        assert service["spec"]["clusterIP"] == "None"
+        plan = kget(cluster, "configmap", "hostnet-plan", "-n", namespace)
+        assert plan["data"]["peers"].splitlines() == [f"hostnet-agent-{i}.hostnet-agents:{9000 + i}" for i in range(3)]
+        assert yaml.safe_load(plan["data"]["job.yaml"])["metadata"]["name"] == "hostnet"
+
+        status = wait_for_status(cluster, namespace, "hostnet", "phase Running", lambda s: s.get("phase") == "Running")
+        assert status["ready"] == "3/3" and status["attempt"] == 1
+        assert [agent["flightPort"] for agent in status["agents"]] == [9000, 9001, 9002]
+        table = cluster.kubectl("get", "sj", "hostnet", "-n", namespace).stdout
+        assert table.split("\n")[0].split() == ["NAME", "PHASE", "READY", "SLOTS", "ATTEMPT", "AGE"]
+        assert table.split("\n")[1].split()[:5] == ["hostnet", "Running", "3/3", "4", "1"]
+
+
+@pytest.mark.skipif(not EXAMPLES, reason="no examples/*.yaml yet")
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_examples_create_their_agents(cluster, namespace, kubeconfig_env, path):
+    jobs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == crd.KIND]
+    with operator(namespace):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(path))
+        for job in jobs:
+            agents = job["spec"].get("agents", 1)
+            pods = live_pods_of_attempt(cluster, namespace, job["metadata"]["name"], 1, agents)
+            assert len({pod["metadata"]["name"] for pod in pods}) == agents
+
+
+def test_failed_agent_leads_to_a_retry_and_past_the_limit_to_failed(cluster, namespace, kubeconfig_env):
+    with operator(namespace):
+        apply(cluster, namespace, manifest("flaky", {"agents": 2, "retry": {"limit": 1, "backoffSeconds": 1}}))
+        first = live_pods_of_attempt(cluster, namespace, "flaky", 1, 2)
+        end_pod(cluster, namespace, first[1]["metadata"]["name"], "Failed", "flight put to agent 0 failed: connection refused")
+
+        second = live_pods_of_attempt(cluster, namespace, "flaky", 2, 2)
+        assert {pod["metadata"]["uid"] for pod in second}.isdisjoint(pod["metadata"]["uid"] for pod in first)
+        env = {e["name"]: e.get("value") for e in second[0]["spec"]["containers"][0]["env"]}
+        assert env["SABOT_ATTEMPT"] == "2"
+        status = status_of(cluster, namespace, "flaky")
+        assert status["attempt"] == 2 and status["failedAttempts"] == 1
+        assert "AttemptFailed" in events_of(cluster, namespace, "flaky")
+
+        end_pod(cluster, namespace, second[0]["metadata"]["name"], "Failed", "out of memory")
+        status = wait_for_status(cluster, namespace, "flaky", "phase Failed", lambda s: s.get("phase") == "Failed")
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "RetryLimitExceeded" and "out of memory" in degraded["message"]
+        assert "completionTime" in status
+
+
+def test_succeeded_agents_report_results_and_ttl_deletes_the_job(cluster, namespace, kubeconfig_env):
+    with operator(namespace):
+        apply(cluster, namespace, manifest("done", {"agents": 2, "ttlSecondsAfterFinished": 2}))
+        pods = live_pods_of_attempt(cluster, namespace, "done", 1, 2)
+        wait_for_status(cluster, namespace, "done", "phase Running", lambda s: s.get("phase") == "Running")
+        for index, pod in enumerate(pods):
+            end_pod(cluster, namespace, pod["metadata"]["name"], "Succeeded", json.dumps(agent_result(index, 5 + index)))
+        status = wait_for_status(cluster, namespace, "done", "phase Succeeded", lambda s: s.get("phase") == "Succeeded")
+        assert [agent["result"] for agent in status["agents"]] == [status_result(index, 5 + index) for index in range(2)]
+        wait_for(lambda: cluster.kubectl("get", "sabotjob", "done", "-n", namespace, check=False).returncode != 0, timeout=30, what="TTL deletion")
+
+
+def test_deleting_the_job_removes_its_children(cluster, namespace, kubeconfig_env):
+    with operator(namespace):
+        apply(cluster, namespace, manifest("doomed", {"agents": 2}))
+        live_pods_of_attempt(cluster, namespace, "doomed", 1, 2)
+        cluster.kubectl("delete", "sabotjob", "doomed", "-n", namespace, "--wait=false")
+
+        def children_gone():
+            leftovers = cluster.kubectl("get", "pods,services,configmaps", "-n", namespace, "-l", f"{builders.LABEL_JOB}=doomed", "-o", "name").stdout
+            return not leftovers.strip()
+
+        wait_for(children_gone, timeout=60, what="garbage collection of the job's children")
+
+
+def test_operator_restart_mid_job_creates_no_duplicates(cluster, namespace, kubeconfig_env):
+    with operator(namespace):
+        apply(cluster, namespace, manifest("steady", {"agents": 3}))
+        live_pods_of_attempt(cluster, namespace, "steady", 1, 3)
+        before = wait_for_status(cluster, namespace, "steady", "phase Running", lambda s: s.get("phase") == "Running")
+    uids = {pod["metadata"]["uid"] for pod in agent_pods(cluster, namespace, "steady")}
+
+    with operator(namespace):
+        # The restarted operator converges from status alone: same attempt, same pods...
+        wait_for(lambda: status_of(cluster, namespace, "steady").get("observedGeneration") == 1, what="status observed")
+        pods = live_pods_of_attempt(cluster, namespace, "steady", 1, 3)
+        assert {pod["metadata"]["uid"] for pod in pods} == uids
+        assert status_of(cluster, namespace, "steady")["attempt"] == before["attempt"]
+        # ...and it is in control: finishing the agents finishes the job.
+        for pod in pods:
+            end_pod(cluster, namespace, pod["metadata"]["name"], "Succeeded", json.dumps(agent_result(0, 1)))
+        wait_for_status(cluster, namespace, "steady", "phase Succeeded", lambda s: s.get("phase") == "Succeeded")
+    assert {pod["metadata"]["uid"] for pod in agent_pods(cluster, namespace, "steady")} == uids
+
+
+def test_suspend_removes_agents_and_resume_starts_a_new_attempt(cluster, namespace, kubeconfig_env):
+    with operator(namespace):
+        apply(cluster, namespace, manifest("pausable", {"agents": 2}))
+        live_pods_of_attempt(cluster, namespace, "pausable", 1, 2)
+        cluster.kubectl("patch", "sabotjob", "pausable", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+        wait_for_status(cluster, namespace, "pausable", "phase Suspended", lambda s: s.get("phase") == "Suspended")
+        wait_for(lambda: not agent_pods(cluster, namespace, "pausable"), what="agents removed")
+
+        cluster.kubectl("patch", "sabotjob", "pausable", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+        live_pods_of_attempt(cluster, namespace, "pausable", 2, 2)
+        status = wait_for_status(cluster, namespace, "pausable", "phase Running", lambda s: s.get("phase") == "Running")
+        assert status["attempt"] == 2 and status["failedAttempts"] == 0
+        assert {"Suspended", "Starting"} <= set(events_of(cluster, namespace, "pausable"))
+
+
+def test_operator_validation_reports_what_cel_cannot_see(cluster, namespace, kubeconfig_env):
+    """An unknown groupBy column passes the CRD (it needs the input's columns) but not the operator's
+    validation, which runs the agent's own job checks: Failed, a Degraded condition and an Event,
+    each naming the field."""
+    with operator(namespace):
+        apply(cluster, namespace, manifest("typo", {"pipeline": {"aggregate": {"groupBy": ["regon"]}}}))
+        status = wait_for_status(cluster, namespace, "typo", "phase Failed", lambda s: s.get("phase") == "Failed")
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.pipeline.aggregate.groupBy[0]:")
+        wait_for(lambda: "InvalidSpec" in events_of(cluster, namespace, "typo"), what="InvalidSpec event")
+        assert not agent_pods(cluster, namespace, "typo")

@@ -1,0 +1,253 @@
+"""The job state machine (status.reconcile) driven step by step with pods in chosen states."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from sabotjobs import agent_result, sabot_job, status_result
+from sabot_operator import builders, crd, kube
+from sabot_operator.status import AGENT_RESULT_FIELDS, parse_result, reconcile, retry_delay, timestamp
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def pod(job: dict, index: int, attempt: int, phase: str = "Running", ready: bool = True, message: str | None = None, deleting: bool = False) -> dict:
+    manifest = builders.agent_pod({**job, "spec": crd.spec_with_defaults(job["spec"])}, index, attempt)
+    status = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if message is not None:
+        status["containerStatuses"] = [{"name": "agent", "state": {"terminated": {"exitCode": 0 if phase == "Succeeded" else 1, "message": message}}}]
+    manifest["status"] = status
+    if deleting:
+        manifest["metadata"]["deletionTimestamp"] = timestamp(T0)
+    return manifest
+
+
+def step(job: dict, pods: list[dict], now: datetime = T0):
+    """Reconcile once and return (job with the new status, plan) — what the handler would write."""
+    plan = reconcile(job, pods, now)
+    return {**job, "status": plan.status}, plan
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def started(spec_patch: dict | None = None):
+    return step(sabot_job(spec_patch=spec_patch), [])
+
+
+def running(job: dict, attempt: int = 1) -> dict:
+    job, _ = step(job, [pod(job, i, attempt) for i in range(3)])
+    return job
+
+
+def test_a_new_job_starts_attempt_one_with_all_children():
+    job, plan = started()
+    status = plan.status
+    assert status["phase"] == "Starting" and status["attempt"] == 1 and status["failedAttempts"] == 0
+    assert [child["kind"] for child in plan.create] == ["ConfigMap", "Service", "Pod", "Pod", "Pod"]
+    assert all(c["metadata"]["labels"].get(builders.LABEL_ATTEMPT) == "1" for c in plan.create if c["kind"] == "Pod")
+    assert [agent["name"] for agent in status["agents"]] == [f"wordcount-agent-{i}" for i in range(3)]
+    assert status["agents"][0]["address"] == "wordcount-agent-0.wordcount-agents"
+    assert status["ready"] == "0/3" and status["observedGeneration"] == 1
+    assert condition(status, "Progressing")["status"] == "True"
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "Starting")]
+
+
+def test_reconcile_is_pure_and_repeatable():
+    job = sabot_job()
+    assert reconcile(job, [], T0) == reconcile(job, [], T0)
+
+
+def test_all_agents_ready_means_running_and_ready():
+    job, _ = started()
+    job, plan = step(job, [pod(job, i, 1) for i in range(3)])
+    assert plan.status["phase"] == "Running" and plan.status["ready"] == "3/3"
+    assert condition(plan.status, "Ready")["status"] == "True"
+    assert not plan.create and not plan.delete_pods
+    assert [e.reason for e in plan.events] == ["Running"]
+
+
+def test_some_agents_not_ready_stays_starting():
+    job, _ = started()
+    _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1, phase="Pending", ready=False), pod(job, 2, 1)])
+    assert plan.status["phase"] == "Starting" and plan.status["ready"] == "2/3"
+    assert not plan.events
+
+
+def test_pods_never_created_before_a_restart_are_created_now():
+    job, _ = started()
+    _, plan = step(job, [pod(job, 0, 1)])  # the operator stopped after creating agent 0
+    assert [child["metadata"]["name"] for child in plan.create] == ["wordcount-agent-1", "wordcount-agent-2"]
+    assert plan.status["phase"] == "Starting"
+
+
+def test_a_pod_lost_after_it_was_seen_fails_the_attempt():
+    job = running(started()[0])
+    _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1)])
+    assert plan.status["phase"] == "Pending" and plan.status["failedAttempts"] == 1
+    assert "agent 2" in condition(plan.status, "Degraded")["message"]
+
+
+def test_a_failed_agent_fails_the_attempt_and_schedules_a_retry():
+    job = running(started()[0])
+    pods = [pod(job, 0, 1), pod(job, 1, 1, phase="Failed", ready=False, message="flight put to agent 2 refused"), pod(job, 2, 1)]
+    job, plan = step(job, pods)
+    status = plan.status
+    assert status["phase"] == "Pending" and status["failedAttempts"] == 1 and status["attempt"] == 1
+    assert sorted(plan.delete_pods) == [f"wordcount-agent-{i}" for i in range(3)]
+    assert status["nextAttemptTime"] == timestamp(T0 + timedelta(seconds=10))
+    degraded = condition(status, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "AttemptFailed"
+    assert "flight put to agent 2 refused" in degraded["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "AttemptFailed")]
+    assert status["agents"][1]["message"] == "flight put to agent 2 refused"
+
+    # Old pods still terminating: wait for them, never mix attempts.
+    _, plan = step(job, [pod(job, i, 1, deleting=True) for i in range(3)], T0 + timedelta(seconds=20))
+    assert plan.status["attempt"] == 1 and not plan.create and not plan.delete_pods
+
+    # Pods gone but the backoff not over: wait.
+    _, plan = step(job, [], T0 + timedelta(seconds=5))
+    assert plan.status["attempt"] == 1 and not plan.create and plan.requeue_after == 5
+
+    # Backoff over: attempt 2 with fresh pods labelled with it.
+    job, plan = step(job, [], T0 + timedelta(seconds=10))
+    assert plan.status["phase"] == "Starting" and plan.status["attempt"] == 2
+    assert {child["metadata"]["labels"][builders.LABEL_ATTEMPT] for child in plan.create if child["kind"] == "Pod"} == {"2"}
+    assert {c["value"] for child in plan.create if child["kind"] == "Pod" for c in child["spec"]["containers"][0]["env"] if c["name"] == "SABOT_ATTEMPT"} == {"2"}
+
+
+def test_pods_of_an_older_attempt_are_removed():
+    job, _ = started()
+    job = {**job, "status": {**job["status"], "attempt": 2}}
+    _, plan = step(job, [pod(job, 0, 1), pod(job, 0, 2)])
+    assert plan.delete_pods == ["wordcount-agent-0"] and pod(job, 0, 1)["metadata"]["labels"][builders.LABEL_ATTEMPT] == "1"
+
+
+def test_retries_stop_at_the_limit():
+    job, _ = started({"retry": {"limit": 1, "backoffSeconds": 1}})
+    now = T0
+    for attempt in (1, 2):
+        job = running(job, attempt)
+        job, plan = step(job, [pod(job, 0, attempt, phase="Failed", ready=False, message="disk full")], now)
+        if attempt == 1:
+            assert plan.status["phase"] == "Pending"
+            now += timedelta(seconds=1)
+            job, plan = step(job, [], now)
+            assert plan.status["attempt"] == 2
+    status = plan.status
+    assert status["phase"] == "Failed" and status["failedAttempts"] == 2
+    assert condition(status, "Degraded")["reason"] == "RetryLimitExceeded"
+    assert "retry.limit=1" in condition(status, "Degraded")["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "Failed")]
+    assert status["completionTime"] == timestamp(now)
+
+
+def test_backoff_doubles_and_is_capped():
+    spec = crd.spec_with_defaults({"retry": {"backoffSeconds": 10}})
+    assert [retry_delay(spec, n) for n in (1, 2, 3)] == [10, 20, 40]
+    assert retry_delay(spec, 30) == crd.MAX_BACKOFF_SECONDS
+
+
+def test_all_agents_succeeded_means_succeeded_with_results():
+    job = running(started({"ttlSecondsAfterFinished": 60})[0])
+    pods = [pod(job, i, 1, phase="Succeeded", ready=False, message=json.dumps(agent_result(i, 10 * (i + 1)))) for i in range(3)]
+    job, plan = step(job, pods)
+    status = plan.status
+    assert status["phase"] == "Succeeded" and status["completionTime"] == timestamp(T0)
+    assert [agent["result"] for agent in status["agents"]] == [status_result(i, 10 * (i + 1)) for i in range(3)]
+    assert "60 rows" in condition(status, "Progressing")["message"]
+    assert condition(status, "Degraded")["status"] == "False"
+    assert not plan.delete_pods  # finished pods stay for `kubectl logs`
+
+    # TTL: kept until it expires, then deleted.
+    _, plan = step(job, pods, T0 + timedelta(seconds=59))
+    assert not plan.delete_job and plan.requeue_after == 1
+    _, plan = step(job, pods, T0 + timedelta(seconds=60))
+    assert plan.delete_job and [e.reason for e in plan.events] == ["TTLExpired"]
+
+
+def test_a_finished_job_stops_pods_left_running():
+    job = running(started()[0])
+    job = {**job, "status": {**job["status"], "phase": "Failed"}}
+    _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1, phase="Failed", ready=False)])
+    assert plan.delete_pods == ["wordcount-agent-0"]
+
+
+def test_suspend_removes_agents_and_resume_starts_a_new_attempt():
+    job = running(started()[0])
+    job["spec"]["suspend"] = True
+    job, plan = step(job, [pod(job, i, 1) for i in range(3)])
+    assert plan.status["phase"] == "Suspended" and len(plan.delete_pods) == 3
+    assert condition(plan.status, "Progressing")["reason"] == "Suspended"
+    assert [e.reason for e in plan.events] == ["Suspended"]
+    assert "startTime" not in plan.status
+
+    job, plan = step(job, [])
+    assert plan.status["phase"] == "Suspended" and not plan.events
+
+    job["spec"]["suspend"] = False
+    job, plan = step(job, [])
+    assert plan.status["phase"] == "Starting" and plan.status["attempt"] == 2 and plan.status["failedAttempts"] == 0
+
+
+def test_a_job_created_suspended_starts_nothing():
+    _, plan = step(sabot_job(spec_patch={"suspend": True}), [])
+    assert plan.status["phase"] == "Suspended" and not plan.create
+
+
+def test_active_deadline_fails_the_job():
+    job = running(started({"activeDeadlineSeconds": 30})[0])
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], T0 + timedelta(seconds=29))
+    assert plan.status["phase"] == "Running" and plan.requeue_after == 1
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], T0 + timedelta(seconds=30))
+    assert plan.status["phase"] == "Failed" and len(plan.delete_pods) == 3
+    assert condition(plan.status, "Degraded")["reason"] == "DeadlineExceeded"
+
+
+def test_invalid_spec_fails_with_a_condition_and_event_naming_the_field():
+    _, plan = step(sabot_job(spec_patch={"flightPort": 9000, "metricsPort": 9000}), [])
+    assert plan.status["phase"] == "Failed" and not plan.create
+    degraded = condition(plan.status, "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.metricsPort:")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+    assert plan.events[0].message.startswith("spec.metricsPort:")
+
+
+def test_a_spec_edit_while_running_is_reported_and_ignored():
+    job = running(started()[0])
+    job["spec"]["image"] = "sabot:0.2.0"
+    job["metadata"]["generation"] = 2
+    job, plan = step(job, [pod(job, i, 1) for i in range(3)])
+    assert plan.status["phase"] == "Running" and not plan.create
+    degraded = condition(plan.status, "Degraded")
+    assert degraded["reason"] == "SpecChangeIgnored" and degraded["observedGeneration"] == 2
+    assert [e.reason for e in plan.events] == ["SpecChangeIgnored"]
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)])
+    assert not plan.events  # reported once
+
+
+def test_condition_transition_time_moves_only_when_the_status_flips():
+    job, _ = started()
+    first = condition(job["status"], "Progressing")["lastTransitionTime"]
+    job, _ = step(job, [pod(job, i, 1) for i in range(3)], T0 + timedelta(seconds=5))
+    assert condition(job["status"], "Progressing")["lastTransitionTime"] == first
+    assert condition(job["status"], "Ready")["lastTransitionTime"] == timestamp(T0 + timedelta(seconds=5))
+
+
+def test_parse_result_maps_the_agents_result_to_status_fields():
+    assert parse_result(json.dumps(agent_result(0, 3))) == status_result(0, 3)
+    assert parse_result("Error: out of memory") is None
+    assert parse_result('{"rows_out": "many"}') is None  # the status schema would refuse it
+
+
+def test_every_result_field_is_in_the_status_schema():
+    assert set(AGENT_RESULT_FIELDS.values()) == set(crd.RESULT_SCHEMA["properties"])
+    assert parse_result(None) is None
+
+
+def test_status_patch_nulls_removed_keys_and_skips_unchanged_ones():
+    old = {"phase": "Pending", "nextAttemptTime": "x", "attempt": 1}
+    new = {"phase": "Starting", "attempt": 1}
+    assert kube.status_patch(old, new) == {"nextAttemptTime": None, "phase": "Starting"}
