@@ -1,0 +1,164 @@
+// Reading and producing Arrow memory through the Arrow C Data Interface, without linking libarrow.
+//
+// Input: an ArrowSchema/ArrowArray pair describing a record batch (a struct array whose children are
+// the columns), as exported by pyarrow. The array is moved into a shared owner, so output arrays that
+// reuse input memory (shared dictionaries) keep it alive for as long as they live.
+//
+// Buffers received over Arrow Flight are not guaranteed to be aligned, so every value is read through
+// load_unaligned (a memcpy the compiler turns into one plain load on x86 and ARM).
+//
+// Output: OutputArray trees whose buffers are reference counted; export_array hands one to a consumer
+// as an ArrowArray whose release callback drops those references.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#ifndef ARROW_C_DATA_INTERFACE
+#define ARROW_C_DATA_INTERFACE
+
+#define ARROW_FLAG_DICTIONARY_ORDERED 1
+#define ARROW_FLAG_NULLABLE 2
+#define ARROW_FLAG_MAP_KEYS_SORTED 4
+
+// Verbatim from the Arrow C Data Interface specification.
+struct ArrowSchema {
+  const char* format;
+  const char* name;
+  const char* metadata;
+  int64_t flags;
+  int64_t n_children;
+  struct ArrowSchema** children;
+  struct ArrowSchema* dictionary;
+  void (*release)(struct ArrowSchema*);
+  void* private_data;
+};
+
+struct ArrowArray {
+  int64_t length;
+  int64_t null_count;
+  int64_t offset;
+  int64_t n_buffers;
+  int64_t n_children;
+  const void** buffers;
+  struct ArrowArray** children;
+  struct ArrowArray* dictionary;
+  void (*release)(struct ArrowArray*);
+  void* private_data;
+};
+
+#endif  // ARROW_C_DATA_INTERFACE
+
+namespace sabot {
+
+template <typename T>
+inline T load_unaligned(const uint8_t* address) {
+  T value;
+  std::memcpy(&value, address, sizeof(T));
+  return value;
+}
+
+inline bool bit_is_set(const uint8_t* bits, int64_t index) {
+  return (bits[index >> 3] >> (index & 7)) & 1;
+}
+
+// How a column's values are laid out in memory; the logical type only matters where it changes the
+// hash (see hash.h), so temporal types are plain integers here.
+enum class Layout {
+  kBool,          // bit-packed values
+  kSignedInt,     // 1/2/4/8-byte two's complement (also dates, times, timestamps, durations)
+  kUnsignedInt,   // 1/2/4/8-byte unsigned
+  kFloat32,
+  kFloat64,
+  kFixedBytes,    // any other fixed width: decimals, fixed_size_binary, half floats, intervals
+  kBinary,        // string/binary with 32-bit offsets
+  kLargeBinary,   // large_string/large_binary with 64-bit offsets
+  kDictionary,    // integer indices (byte_width, index_signed) into `dictionary`
+  kUnsupported,   // nested and view types: a column kernels may pass by but never read
+};
+
+// A read-only view of one column. Row i of the column lives at physical index offset + i of every
+// buffer.
+struct ColumnView {
+  std::string name;
+  std::string format;
+  Layout layout = Layout::kFixedBytes;
+  int byte_width = 0;         // fixed-width layouts and dictionary indices; 0 for var-binary and bool
+  bool index_signed = false;  // dictionary indices only
+  int64_t length = 0;
+  int64_t offset = 0;
+  bool has_nulls = false;            // false means validity may be ignored
+  const uint8_t* validity = nullptr;  // null when has_nulls is false
+  const uint8_t* values = nullptr;    // fixed-width values, bool bits, var-binary bytes, dict indices
+  const uint8_t* offsets = nullptr;   // var-binary offsets (int32 or int64)
+  std::shared_ptr<const ColumnView> dictionary;  // dictionary values (a flat column)
+  const ArrowArray* dictionary_array = nullptr;   // to share the dictionary with outputs
+  std::shared_ptr<const void> owner;               // keeps the memory above alive
+
+  bool is_valid(int64_t row) const { return !has_nulls || bit_is_set(validity, offset + row); }
+  bool is_var_binary() const { return layout == Layout::kBinary || layout == Layout::kLargeBinary; }
+
+  // Start and end byte offsets of row `row` of a var-binary column.
+  int64_t value_begin(int64_t row) const {
+    const int64_t index = offset + row;
+    return layout == Layout::kBinary ? load_unaligned<int32_t>(offsets + 4 * index)
+                                     : load_unaligned<int64_t>(offsets + 8 * index);
+  }
+  int64_t value_end(int64_t row) const { return value_begin(row + 1); }
+
+  // Dictionary index of row `row` (dictionary layout only).
+  int64_t dictionary_index(int64_t row) const;
+};
+
+// Throws UnsupportedType naming the column and its format if the column has Layout::kUnsupported.
+void require_supported(const ColumnView& column, const char* role);
+
+struct BatchView {
+  int64_t num_rows = 0;
+  std::vector<ColumnView> columns;
+
+  // Index of the column called `name`; throws InvalidArgument naming `role` (e.g. "key") if absent.
+  int column_index(const std::string& name, const char* role) const;
+};
+
+// Moves `array` (a struct array described by `schema`) into a shared owner and returns a view of its
+// columns. Columns of types no kernel reads (nested, view types) get Layout::kUnsupported; kernels
+// call require_supported before touching a column. After the call `array->release` is null: the view owns the data.
+BatchView import_batch(const ArrowSchema* schema, ArrowArray* array);
+
+// A buffer for output arrays: 64-byte aligned, never null (at least 64 bytes are allocated), owned by
+// whoever holds the pointer.
+std::shared_ptr<uint8_t> allocate_buffer(int64_t bytes);
+
+// An array being built in C++ (or a zero-copy view of input memory), exported with export_array.
+struct OutputArray {
+  int64_t length = 0;
+  int64_t null_count = 0;
+  int64_t offset = 0;
+  std::vector<std::shared_ptr<const uint8_t>> buffers;  // a null pointer is an absent buffer
+  std::vector<OutputArray> children;
+  std::shared_ptr<const OutputArray> dictionary;  // shared by every output that uses one dictionary
+};
+
+// A zero-copy OutputArray of a dictionary column's dictionary, keeping the input alive.
+std::shared_ptr<const OutputArray> share_dictionary(const ColumnView& column);
+
+// A struct array (the C Data Interface form of a record batch) over `columns`.
+OutputArray make_struct(int64_t length, std::vector<OutputArray> columns);
+
+// Fills `out` (which must not hold a live array) with an ArrowArray that references `array`'s buffers
+// and releases them when the consumer calls out->release.
+void export_array(const OutputArray& array, ArrowArray* out);
+
+// A read-only view of an OutputArray that has the same layout as `like` (used to run kernels over
+// intermediate results). The view keeps `array` alive.
+ColumnView view_output(const std::shared_ptr<const OutputArray>& array, const ColumnView& like);
+
+// Copies rows `rows[0..count)` of `column` into a new array of the same type (dictionary columns keep
+// sharing their dictionary).
+OutputArray gather_column(const ColumnView& column, const int64_t* rows, int64_t count);
+
+}  // namespace sabot
