@@ -55,8 +55,8 @@ struct MorselExecutor::Job {
   const std::function<void(size_t)>* fn;
   size_t count;
   size_t next_unclaimed = 0;  // guarded by the executor's mutex
-  size_t finished = 0;        // guarded by done_mutex
   bool cancelled = false;     // guarded by the executor's mutex
+  size_t finished = 0;        // guarded by done_mutex
   size_t first_failed_index = SIZE_MAX;  // guarded by done_mutex
   std::exception_ptr first_error;        // guarded by done_mutex
   std::mutex done_mutex;
@@ -90,15 +90,58 @@ void MorselExecutor::parallel_for(size_t count, const std::function<void(size_t)
   }
 
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     if (stopping_) throw ExecutorShutdown("the executor is shut down; no new work is accepted");
     runnable_.push_back(job);
+    if (count > 1) work_available_.notify_all();
+    // The caller would only sleep until its job is done, so it runs its own morsels whenever a
+    // compute token is free: small jobs then finish without a thread handoff. It steps aside as
+    // soon as another job is waiting, so the workers' round-robin keeps concurrent jobs fair.
+    while (!job->cancelled && job->next_unclaimed < job->count && active_ < thread_count_ &&
+           runnable_.size() == 1) {
+      const size_t index = claim_locked(job);
+      lock.unlock();
+      run_one(*job, index);
+      lock.lock();
+      finish_morsel_locked();
+    }
+    if (job->cancelled) cancel_unclaimed_locked(job);
   }
-  work_available_.notify_all();
 
   std::unique_lock<std::mutex> done_lock(job->done_mutex);
   job->all_done.wait(done_lock, [&] { return job->finished == job->count; });
   if (job->first_error) std::rethrow_exception(job->first_error);
+}
+
+size_t MorselExecutor::claim_locked(const std::shared_ptr<Job>& job) {
+  const size_t index = job->next_unclaimed++;
+  if (job->next_unclaimed == job->count) {
+    runnable_.erase(std::find(runnable_.begin(), runnable_.end(), job));
+  }
+  ++active_;
+  return index;
+}
+
+void MorselExecutor::finish_morsel_locked() {
+  --active_;
+  if (!runnable_.empty()) work_available_.notify_one();
+}
+
+void MorselExecutor::cancel_unclaimed_locked(const std::shared_ptr<Job>& job) {
+  const size_t skipped = job->count - job->next_unclaimed;
+  if (skipped == 0) return;
+  job->next_unclaimed = job->count;
+  runnable_.erase(std::find(runnable_.begin(), runnable_.end(), job));
+  morsels_cancelled_.fetch_add(skipped, std::memory_order_relaxed);
+  // Lock order is always mutex_ then done_mutex.
+  std::lock_guard<std::mutex> done_lock(job->done_mutex);
+  if (!job->first_error) {  // only a shutdown cancels a job that has no failed morsel
+    job->first_error = std::make_exception_ptr(
+        ExecutorShutdown("the executor was shut down before this work ran"));
+    job->first_failed_index = job->count;
+  }
+  job->finished += skipped;
+  if (job->finished == job->count) job->all_done.notify_all();
 }
 
 void MorselExecutor::run_one(Job& job, size_t index) {
@@ -116,83 +159,62 @@ void MorselExecutor::run_one(Job& job, size_t index) {
 
   if (error) {
     morsels_failed_.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> lock(mutex_);
-    job.cancelled = true;
   } else {
     morsels_processed_.fetch_add(1, std::memory_order_relaxed);
   }
-
-  std::lock_guard<std::mutex> done_lock(job.done_mutex);
-  if (error && index < job.first_failed_index) {
-    job.first_failed_index = index;
-    job.first_error = error;
+  {
+    std::lock_guard<std::mutex> done_lock(job.done_mutex);
+    if (error && index < job.first_failed_index) {
+      job.first_failed_index = index;
+      job.first_error = error;
+    }
+    ++job.finished;
+    if (job.finished == job.count) job.all_done.notify_all();
   }
-  ++job.finished;
-  if (job.finished == job.count) job.all_done.notify_all();
+  if (error) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job.cancelled = true;
+  }
 }
 
 void MorselExecutor::worker_loop() {
   current_pool = this;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    work_available_.wait(lock, [this] { return stopping_ || !runnable_.empty(); });
-    if (runnable_.empty()) return;  // stopping and nothing left to hand out
+    work_available_.wait(lock, [this] { return stopping_ || (!runnable_.empty() && active_ < thread_count_); });
+    if (stopping_ && runnable_.empty()) return;
+    if (runnable_.empty() || active_ >= thread_count_) continue;
 
     std::shared_ptr<Job> job = runnable_.front();
-    runnable_.pop_front();
     if (job->cancelled) {
-      // Account for the morsels nobody will run so the waiting caller wakes up.
-      const size_t skipped = job->count - job->next_unclaimed;
-      job->next_unclaimed = job->count;
-      morsels_cancelled_.fetch_add(skipped, std::memory_order_relaxed);
-      lock.unlock();
-      {
-        std::lock_guard<std::mutex> done_lock(job->done_mutex);
-        job->finished += skipped;
-        if (job->finished == job->count) job->all_done.notify_all();
-      }
-      lock.lock();
+      cancel_unclaimed_locked(job);
       continue;
     }
-    const size_t index = job->next_unclaimed++;
+    const size_t index = claim_locked(job);
     // Back of the line: the next worker serves another job first (fair sharing across slots).
-    if (job->next_unclaimed < job->count) runnable_.push_back(job);
+    if (job->next_unclaimed < job->count) {
+      runnable_.pop_front();
+      runnable_.push_back(job);
+    }
     lock.unlock();
     run_one(*job, index);
     lock.lock();
+    finish_morsel_locked();
   }
 }
 
 void MorselExecutor::shutdown() noexcept {
-  std::deque<std::shared_ptr<Job>> abandoned;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     if (stopping_ && workers_.empty()) return;
     stopping_ = true;
-    abandoned.swap(runnable_);
-    for (auto& job : abandoned) job->cancelled = true;
+    while (!runnable_.empty()) {
+      std::shared_ptr<Job> job = runnable_.front();
+      job->cancelled = true;
+      cancel_unclaimed_locked(job);
+    }
   }
   work_available_.notify_all();
-
-  const auto shut_down = std::make_exception_ptr(
-      ExecutorShutdown("the executor was shut down before this work ran"));
-  for (auto& job : abandoned) {
-    size_t skipped;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      skipped = job->count - job->next_unclaimed;
-      job->next_unclaimed = job->count;
-    }
-    morsels_cancelled_.fetch_add(skipped, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> done_lock(job->done_mutex);
-    if (!job->first_error) {
-      job->first_error = shut_down;
-      job->first_failed_index = job->count;
-    }
-    job->finished += skipped;
-    if (job->finished == job->count) job->all_done.notify_all();
-  }
-
   for (auto& worker : workers_) {
     if (worker.joinable()) worker.join();
   }

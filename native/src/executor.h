@@ -2,7 +2,8 @@
 //
 // A job is "call fn(i) for every morsel index i in [0, count)". Workers take one morsel at a time
 // from the job at the head of a round-robin list, so concurrent jobs (one per busy task slot) share
-// the threads fairly instead of first-come-first-served. Results are written by fn into slots the
+// the threads fairly instead of first-come-first-served. At most `threads` morsels run at once,
+// counting the calling thread, which runs morsels of its own job while it would otherwise wait. Results are written by fn into slots the
 // caller preallocated by index, which keeps them in input order whatever order morsels finish in.
 // Idle workers block on a condition variable; they never spin.
 #pragma once
@@ -64,11 +65,16 @@ class MorselExecutor {
   struct Job;
   void worker_loop();
   void run_one(Job& job, size_t index);
+  // The *_locked helpers require mutex_ to be held.
+  size_t claim_locked(const std::shared_ptr<Job>& job);
+  void finish_morsel_locked();
+  void cancel_unclaimed_locked(const std::shared_ptr<Job>& job);
 
   const int thread_count_;
   mutable std::mutex mutex_;
   std::condition_variable work_available_;
   std::deque<std::shared_ptr<Job>> runnable_;  // jobs with morsels not yet claimed, round-robin
+  int active_ = 0;  // morsels running now, on workers or callers: never more than thread_count_
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 
