@@ -111,8 +111,10 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def agent_processes() -> dict[int, list[str]]:
-    """Every running `sabot_agent` process on this machine: pid -> argv."""
+def agent_processes(job_path) -> dict[int, list[str]]:
+    """The running `sabot_agent` processes of one job file: pid -> argv. Scoped to the job so other
+    agents on the machine (benchmarks, other test runs) never count."""
+    wanted = os.path.realpath(job_path)
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -122,6 +124,7 @@ def agent_processes() -> dict[int, list[str]]:
                 argv = [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
         except OSError:
             continue
-        if "-m" in argv and "sabot_agent" in argv and process_alive(int(entry)):
+        job_args = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--job"]
+        if "sabot_agent" in argv and any(os.path.realpath(arg) == wanted for arg in job_args) and process_alive(int(entry)):
             found[int(entry)] = argv
     return found

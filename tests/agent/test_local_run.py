@@ -37,12 +37,11 @@ def job_doc(name: str, output, pipeline: dict, agents: int = 3) -> dict:
 def sabot_run(tmp_path, doc: dict, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     path = tmp_path / f"{doc['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    before = set(agent_processes())
     completed = subprocess.run(
         [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json", *args],
         capture_output=True, text=True, timeout=RUN_TIMEOUT, env=child_env(), cwd=tmp_path,
     )  # fmt: skip
-    assert set(agent_processes()) <= before, "sabot run left agent processes behind"
+    assert not agent_processes(path), "sabot run left agent processes behind"
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     return completed, summary
 
@@ -161,7 +160,6 @@ def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
     }
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(job_doc("kill-me", tmp_path / "out", pipeline)))
-    before = set(agent_processes())
     run = subprocess.Popen(
         [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,
@@ -172,8 +170,8 @@ def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
         while victim is None:
             assert time.monotonic() < deadline, "agent 1 never started serving"
             assert run.poll() is None, run.communicate()
-            for pid, argv in agent_processes().items():
-                if pid not in before and _argument(argv, "--agent-index") == "1" and _answers(int(_argument(argv, "--http-port"))):
+            for pid, argv in agent_processes(path).items():
+                if _argument(argv, "--agent-index") == "1" and _answers(int(_argument(argv, "--http-port"))):
                     victim = pid
             time.sleep(0.01)  # polling for the agent's HTTP port to answer
         os.kill(victim, signal.SIGKILL)
@@ -189,7 +187,7 @@ def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
     assert [agent["status"] for agent in summary["agents"]][1] == "Failed" and summary["agents"][1]["exit_code"] == -9
     assert "job 'kill-me' failed: agent 1: killed by signal SIGKILL" in stderr
     assert not process_alive(victim)
-    assert set(agent_processes()) <= before, "agent processes left behind"
+    assert not agent_processes(path), "agent processes left behind"
 
 
 def _answers(port: int) -> bool:
@@ -266,7 +264,6 @@ def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
     }
     path = tmp_path / "interrupt.yaml"
     path.write_text(yaml.safe_dump(job_doc("interrupt-me", tmp_path / "out", pipeline, agents=2)))
-    before = set(agent_processes())
     run = subprocess.Popen(
         [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,
@@ -276,7 +273,7 @@ def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
         started = {}
         while len(started) < 2:
             assert time.monotonic() < deadline and run.poll() is None, "agents never started"
-            started = {pid: argv for pid, argv in agent_processes().items() if pid not in before}
+            started = agent_processes(path)
             time.sleep(0.01)  # polling for both agent processes
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=RUN_TIMEOUT)
