@@ -257,8 +257,11 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1."""
 
     def __init__(self, binaries: Binaries, workdir: Path | None = None, *,
-                 die_with_parent: bool = True, log=None):
+                 die_with_parent: bool = True, log=None, extra_apiserver_args: list[str] | None = None):
         self.bins = binaries
+        # Extra kube-apiserver flags (the real-pods tier, hack/realpods/node.py, adds kubelet client
+        # flags); "{pki}" in a flag stands for this control plane's certificate directory.
+        self.extra_apiserver_args = list(extra_apiserver_args or [])
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sabot-cp-"))
         self.die_with_parent = die_with_parent
@@ -427,6 +430,7 @@ class ControlPlane:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--v=1",
+            *(a.replace("{pki}", str(pki)) for a in self.extra_apiserver_args),
         ])
         self._wait("kube-apiserver /readyz",
                    lambda: self._https_ok(self.ports["apiserver"], "/readyz", auth=True), timeout)

@@ -1,0 +1,295 @@
+"""The product on real pods (T2): agent pods start from the project image on a real kubelet, find each
+other through the cluster DNS names the operator gives them, shuffle over Arrow Flight on the pod
+bridge and finish; the in-process operator reports Succeeded.
+
+- the e2e suite (tests/e2e, the one kind runs) against this cluster;
+- each example SabotJob with its output written to a hostPath volume: equal to the reference computed
+  in one process with pyarrow; agent /metrics scraped by pod IP from the host (which is on the bridge);
+- an agent killed mid-job (SIGKILL to its container's process): a retried attempt succeeds with the
+  same output as the reference.
+See conftest.py for the fixtures and what makes the tier skip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from conftest import REPO, wait_for
+
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+AGENT_UID = 65532
+SPILL = "/var/lib/sabot/spill"
+PYARROW_AGG = {"sum": "sum", "mean": "mean", "count": "count", "min": "min", "max": "max"}
+PYARROW_JOIN = {"inner": "inner", "left": "left outer", "right": "right outer", "full": "full outer"}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def kget(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def status_of(cluster, ns: str, name: str) -> dict:
+    return kget(cluster, "sabotjob", name, "-n", ns).get("status") or {}
+
+
+def agent_pods(cluster, ns: str, name: str) -> list[dict]:
+    return kget(cluster, "pods", "-n", ns, "-l", f"sabot.io/job-name={name}")["items"]
+
+
+def output_volume(cluster, ns: str, job: dict) -> Path:
+    """A hostPath PersistentVolume bound to a claim the job uses as its spill volume: each agent gets the
+    subdirectory named after its pod (the operator mounts it with subPath), owned by the agents' user."""
+    name = job["metadata"]["name"]
+    host_dir = cluster.node.workdir / "volumes" / f"{ns}-{name}"
+    for index in range(job["spec"].get("agents", 1)):
+        d = host_dir / f"{name}-agent-{index}"
+        d.mkdir(parents=True)
+        os.chown(d, AGENT_UID, AGENT_UID)
+    pv = f"{ns}-{name}"
+    docs = [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Retain",
+                  "hostPath": {"path": str(host_dir), "type": "Directory"},
+                  "claimRef": {"namespace": ns, "name": "spill"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "spill", "namespace": ns},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+                  "resources": {"requests": {"storage": "1Gi"}}}},
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    wait_for(lambda: kget(cluster, "pvc", "spill", "-n", ns)["status"].get("phase") == "Bound", 30,
+             what="PVC spill Bound")
+    return host_dir
+
+
+def on_real_pods(cluster, ns: str, job: dict) -> tuple[dict, Path]:
+    """The job rewired for this tier: the project image, never pulled; spill (and output) on a hostPath volume;
+    file inputs copied into every agent's directory."""
+    job = json.loads(json.dumps(job))
+    spec = job["spec"]
+    spec["image"] = cluster.image
+    spec["imagePullPolicy"] = "Never"
+    spec["spill"] = {"persistentVolumeClaim": {"claimName": "spill"}}
+    host_dir = output_volume(cluster, ns, job)
+    pipeline = spec["pipeline"]
+    for input_name, source in pipeline["inputs"].items():
+        if "path" in source and "://" not in source["path"]:
+            local = (REPO / source["path"]).resolve()
+            for index in range(spec.get("agents", 1)):
+                shutil.copytree(local, host_dir / f"{job['metadata']['name']}-agent-{index}" / "data" / input_name)
+            subprocess.run(["chown", "-R", f"{AGENT_UID}:{AGENT_UID}", str(host_dir)], check=True)
+            source["path"] = f"{SPILL}/data/{input_name}/"
+    pipeline["output"] = {**pipeline.get("output", {"format": "parquet"}), "path": f"{SPILL}/out/"}
+    return job, host_dir
+
+
+def read_output(host_dir: Path) -> pa.Table:
+    files = sorted(str(p) for p in host_dir.glob("*-agent-*/out/part-*"))
+    assert files, f"no output files under {host_dir}"
+    return ds.dataset(files, format="parquet").to_table()
+
+
+def reference(job: dict, inputs_dir: Path | None = None) -> pa.Table:
+    """What the job computes, in one process with pyarrow."""
+    from sabot_agent.inputs import generate_table
+    from sabot_agent.jobspec import validate_job
+
+    pipeline = job["spec"]["pipeline"]
+    spec = validate_job({**job, "spec": {k: v for k, v in job["spec"].items()
+                                        if k in ("agents", "slotsPerAgent", "pipeline")}})
+
+    def table(name: str) -> pa.Table:
+        source = pipeline["inputs"][name]
+        if "path" in source:
+            return ds.dataset(str(REPO / source["path"]), format="parquet").to_table()
+        return generate_table(spec.inputs[name])
+
+    if "aggregate" in pipeline:
+        agg = pipeline["aggregate"]
+        grouped = table(agg["input"]).group_by(agg["groupBy"]).aggregate(
+            [(a["column"], PYARROW_AGG[a["function"]]) for a in agg["aggregations"]])
+        columns = {key: grouped[key] for key in agg["groupBy"]}
+        for a in agg["aggregations"]:
+            columns[a.get("as", f"{a['column']}_{a['function']}")] = grouped[f"{a['column']}_{PYARROW_AGG[a['function']]}"]
+        return pa.table(columns)
+    join = pipeline["join"]
+    return table(join["left"]).join(table(join["right"]), keys=join["on"],
+                                    join_type=PYARROW_JOIN[join.get("how", "inner")], right_suffix="_right")
+
+
+def assert_equal_tables(actual: pa.Table, expected: pa.Table) -> None:
+    assert actual.num_rows == expected.num_rows, (actual.num_rows, expected.num_rows)
+    actual = actual.select(expected.column_names)
+    exact = [n for n in expected.column_names if not pa.types.is_floating(expected.schema.field(n).type)]
+    # group keys first, then the rest: rows that tie on the exact columns (join output) still line up
+    order = [(n, "ascending") for n in exact + [n for n in expected.column_names if n not in exact]]
+    actual, expected = actual.sort_by(order), expected.sort_by(order)
+    for name in expected.column_names:
+        a, e = actual.column(name), expected.column(name)
+        if name in exact:
+            assert a.to_pylist() == e.to_pylist(), name
+        else:
+            diff = pc.abs(pc.subtract(a, e))
+            bound = pc.add(pc.multiply(pc.abs(e), 1e-9), 1e-9)
+            assert pc.all(pc.less_equal(diff, bound)).as_py() in (True, None), name
+
+
+def scrape(pod: dict, port: int) -> str | None:
+    ip = pod["status"].get("podIP")
+    return scrape_ip(ip, port) if ip else None
+
+
+def scrape_ip(ip: str, port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=1) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def run_job(cluster, ns: str, job: dict, *, timeout: float = 300, on_running=None) -> tuple[dict, str | None]:
+    """Apply the job, scrape an agent's /metrics by pod IP while it runs, wait for a terminal phase.
+
+    The example jobs take about a second once the agents run, so a thread polls every known pod IP every
+    20 ms (pod IPs exist from sandbox creation on, before the agent starts serving)."""
+    name = job["metadata"]["name"]
+    port = job["spec"].get("metricsPort", 8080)
+    targets: set[str] = set()
+    found: dict[str, str] = {}
+    done = threading.Event()
+
+    def scraper():
+        while not done.is_set() and "metrics" not in found:
+            for ip in list(targets):
+                text = scrape_ip(ip, port)
+                if text and f'job="{name}"' in text:
+                    found["metrics"] = text
+                    break
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=scraper, daemon=True)
+    thread.start()
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(job))
+    status = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            status = status_of(cluster, ns, name)
+            if status.get("phase") in ("Succeeded", "Failed"):
+                break
+            pods = agent_pods(cluster, ns, name)
+            targets.update(p["status"]["podIP"] for p in pods if p["status"].get("podIP"))
+            running = [p for p in pods if p["status"].get("phase") == "Running"]
+            if on_running is not None and running and on_running(running):
+                on_running = None
+            time.sleep(0.1)
+    finally:
+        done.set()
+        thread.join(timeout=5)
+    events = cluster.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp", check=False).stdout
+    assert status.get("phase") == "Succeeded", (
+        f"status: {yaml.safe_dump(status)}\nevents:\n{events}\nagent logs:\n{agent_logs(cluster, ns, name)}")
+    return status, found.get("metrics")
+
+
+def agent_logs(cluster, ns: str, name: str) -> str:
+    logs = []
+    for d in sorted((cluster.node.workdir / "pod-logs").glob(f"{ns}_{name}-agent-*")):
+        for f in sorted(d.rglob("*.log")):
+            logs.append(f"--- {f.relative_to(cluster.node.workdir)}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:]))
+    return "\n".join(logs)[-8000:]
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+def test_node_is_real_and_pods_reach_each_other(realpods_cluster):
+    nodes = kget(realpods_cluster, "nodes")["items"]
+    assert [n["metadata"]["name"] for n in nodes] == [realpods_cluster.node.name]
+    info = nodes[0]["status"]["nodeInfo"]
+    assert info["containerRuntimeVersion"].startswith("containerd://") and info["kubeletVersion"].startswith("v1.")
+
+
+def test_e2e_suite_on_real_pods(realpods_cluster, operator):
+    """tests/e2e (the suite kind runs) against this cluster, in a child pytest; the operator is ours."""
+    env = {**os.environ, "SABOT_E2E_KUBECONFIG": str(realpods_cluster.kubeconfig),
+           "SABOT_E2E_IMAGE": realpods_cluster.image, "SABOT_E2E_TIMEOUT": "300"}
+    env.pop("SABOT_E2E_NAMESPACE", None)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "tests/e2e"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    print(f"\n[realpods] tests/e2e on real pods: {time.monotonic() - started:.1f}s\n{proc.stdout[-3000:]}",
+          file=sys.stderr)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_output_equals_reference(realpods_cluster, operator, namespace, example):
+    job = yaml.safe_load(example.read_text())
+    for source in job["spec"]["pipeline"]["inputs"].values():
+        if "path" in source and not (REPO / source["path"]).is_dir():
+            pytest.skip(f"{example.name}: input {source['path']} missing (python examples/make_sales_parquet.py)")
+    rewired, host_dir = on_real_pods(realpods_cluster, namespace, job)
+    started = time.monotonic()
+    status, metrics = run_job(realpods_cluster, namespace, rewired)
+    elapsed = time.monotonic() - started
+    agents = job["spec"].get("agents", 1)
+    assert sorted(a["index"] for a in status["agents"]) == list(range(agents))
+    assert status["attempt"] == 1
+    actual = read_output(host_dir)
+    assert_equal_tables(actual, reference(job))
+    assert sum(a["result"]["rowsOut"] for a in status["agents"]) == actual.num_rows
+    assert metrics and "# TYPE sabot_shuffle_bytes" in metrics and f'job="{job["metadata"]["name"]}"' in metrics, \
+        (metrics or "no /metrics scraped by pod IP while the job ran")[:2000]
+    print(f"\n[realpods] {example.stem}: Succeeded in {elapsed:.1f}s on {agents} real pods", file=sys.stderr)
+
+
+def test_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, operator, namespace):
+    job = yaml.safe_load((REPO / "examples" / "join-generated.yaml").read_text())
+    job["metadata"]["name"] = "killed"
+    job["spec"]["pipeline"]["inputs"]["sales"]["generate"]["rows"] = 3_000_000
+    job["spec"]["retry"] = {"limit": 2, "backoffSeconds": 1}
+    rewired, host_dir = on_real_pods(realpods_cluster, namespace, job)
+    killed = {}
+
+    def kill_agent_1(pods):
+        for pod in pods:
+            if pod["metadata"]["labels"].get("sabot.io/agent-index") != "1":
+                continue
+            if pod["metadata"]["labels"].get("sabot.io/attempt") != "1":
+                return True  # attempt 1 already over
+            statuses = pod["status"].get("containerStatuses") or []
+            if not statuses or "running" not in statuses[0].get("state", {}) or not statuses[0].get("containerID"):
+                return False
+            metrics = scrape(pod, pod["spec"]["containers"][0]["ports"][1]["containerPort"])
+            if not metrics:
+                return False  # not serving yet: the job has not started its work
+            container = statuses[0]["containerID"].split("://", 1)[1]
+            realpods_cluster.node.ctr("tasks", "kill", "-s", "SIGKILL", container)
+            killed["pod"], killed["uid"] = pod["metadata"]["name"], pod["metadata"]["uid"]
+            return True
+        return False
+
+    status, _ = run_job(realpods_cluster, namespace, rewired, timeout=600, on_running=kill_agent_1)
+    assert killed, "agent 1 was never seen running"
+    assert status["attempt"] == 2 and status["failedAttempts"] == 1, yaml.safe_dump(status)
+    assert_equal_tables(read_output(host_dir), reference(job))
+    events = realpods_cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                      "involvedObject.name=killed", "-o", "json").stdout
+    assert "AttemptFailed" in events
