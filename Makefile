@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Recorded after the editable install so dependency changes reinstall, source changes only rebuild.
 INSTALLED := $(VENV)/.installed
-NATIVE_SOURCES := $(wildcard native/src/*.h native/src/*.cc native/sabot_native/*.pyx native/sabot_native/*.pxd)
+NATIVE_SOURCES := $(wildcard native/src/*.h native/src/*.inc native/src/*.cc native/sabot_native/*.pyx native/sabot_native/*.pxd)
 
 .PHONY: run test build bench clean
 
@@ -14,13 +14,15 @@ include hack/ship.mk
 run: build
 	$(PY) -m sabot_agent.cli run examples/groupby-generated.yaml --agents 2
 
-# Tools of the cluster and chart tiers are built or installed up front, cached outside the repo:
-# Kubernetes binaries and helm from Go modules, checkov in its own virtualenv. Exit code 3 means a
+# Tools of the cluster, chart and real-pods tiers are built or installed up front, cached outside the
+# repo: Kubernetes binaries and helm from Go modules, checkov in its own virtualenv, containerd and
+# the project image for real pods. Exit code 3 means a
 # prerequisite (Go, the module proxy, PyPI) is missing: those tests then skip, naming it.
 test: build
 	hack/cluster/ensure-binaries.sh || [ $$? -eq 3 ]
 	hack/ensure-helm.sh >/dev/null || [ $$? -eq 3 ]
 	hack/ensure-checkov.sh >/dev/null || [ $$? -eq 3 ]
+	hack/realpods/ensure.sh || [ $$? -eq 3 ]
 	$(PY) -m pytest tests
 
 build: $(INSTALLED) native/sabot_native/.built
