@@ -8,7 +8,7 @@ with certificates made by the openssl CLI. Stdlib only.
 Binaries come from hack/cluster/ensure-binaries.sh (built once from the Go
 modules, cached outside the repo in ${SABOT_CACHE:-~/.cache/sabot}).
 
-Library use (the pytest fixtures in tests/cluster/conftest.py):
+Library use (the pytest fixtures in tests/conftest.py):
 
     bins = ensure_binaries()            # raises MissingPrerequisite when Go/proxy/etcd absent
     cp = ControlPlane(bins)
@@ -183,8 +183,11 @@ def _child_setup(pgid: int, die_with_parent: bool):
     return setup
 
 
-def make_pki(d: Path) -> None:
-    """CA, apiserver serving cert, admin client cert, service-account key pair."""
+def make_pki(d: Path, extra_sans: list[str] | tuple[str, ...] = ()) -> None:
+    """CA, apiserver serving cert, admin client cert, service-account key pair.
+
+    extra_sans: more subjectAltName entries of the serving cert ("IP:10.244.0.1"), for a control plane
+    that is also reached at an address other than loopback (the real-pods tier's pod bridge)."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _run(["openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt",
@@ -193,7 +196,7 @@ def make_pki(d: Path) -> None:
         basicConstraints=CA:FALSE
         keyUsage=critical,digitalSignature,keyEncipherment
         extendedKeyUsage=serverAuth
-        subjectAltName=IP:127.0.0.1,IP:{SERVICE_FIRST_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+        subjectAltName=IP:127.0.0.1,IP:{SERVICE_FIRST_IP},{"".join(f"{san}," for san in extra_sans)}DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
         """))
     (d / "client.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -257,8 +260,11 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1."""
 
     def __init__(self, binaries: Binaries, workdir: Path | None = None, *,
-                 die_with_parent: bool = True, log=None, extra_apiserver_args: list[str] | None = None):
+                 die_with_parent: bool = True, log=None, extra_apiserver_args: list[str] | None = None,
+                 extra_sans: list[str] | None = None):
         self.bins = binaries
+        # Extra subjectAltNames of the apiserver's serving cert (see make_pki).
+        self.extra_sans = list(extra_sans or [])
         # Extra kube-apiserver flags (the real-pods tier, hack/realpods/node.py, adds kubelet client
         # flags); "{pki}" in a flag stands for this control plane's certificate directory.
         self.extra_apiserver_args = list(extra_apiserver_args or [])
@@ -365,7 +371,7 @@ class ControlPlane:
         (w / "logs").mkdir(parents=True, exist_ok=True)
         pki = w / "pki"
         t = time.monotonic()
-        make_pki(pki)
+        make_pki(pki, self.extra_sans)
         self.timings["pki"] = time.monotonic() - t
         for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"):
             self.ports[name] = free_port()
@@ -522,6 +528,18 @@ class ControlPlane:
 
     def __exit__(self, *exc):
         self.stop(remove=self._own_workdir)
+
+
+def wait_for(fn, timeout: float = 30, interval: float = 0.25, what: str = "condition"):
+    """Poll fn() until it returns a truthy value and return that; TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 def run_kubectl(kubectl: str, kubeconfig: Path, *args: str, input: str | None = None,

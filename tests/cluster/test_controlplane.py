@@ -3,23 +3,11 @@ collector and serviceaccount controllers of the controller-manager."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+from controlplane import wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(fn, timeout: float = 30, interval: float = 0.25, what: str = "condition"):
-    """Poll fn() until it returns a truthy value; return it, or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 def kget(cluster, *args: str) -> dict:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
-from conftest import cluster_fixtures
+from controlplane import wait_for
 from invalid_specs import INVALID_SPECS
 from sabotjobs import agent_result, sabot_job, status_result
 from sabot_operator import builders, crd
@@ -25,7 +25,6 @@ from sabot_operator import builders, crd
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "sabotjob.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-wait_for = cluster_fixtures.wait_for
 
 
 def kget(cluster, *args: str) -> dict:

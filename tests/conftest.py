@@ -1,4 +1,4 @@
-"""Fixtures for the T1 tier: a real Kubernetes API server (plus controller-manager,
+"""Fixtures shared by every tier that needs the T1 control plane (tests/cluster, tests/operator): a real Kubernetes API server (plus controller-manager,
 scheduler and kwok) on loopback. See tests/README.md.
 
 - ``kube_cluster`` (session): starts hack/cluster/controlplane.py's ControlPlane,
@@ -17,16 +17,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import controlplane  # noqa: E402
+from controlplane import wait_for  # noqa: E402
 
 # Pod-bearing namespaces take a little while to finalize; we don't wait for it.
 NAMESPACE_PREFIX = "t1-"
@@ -46,18 +46,6 @@ class ExistingCluster:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-
-
-def wait_for(fn, timeout: float = 30, interval: float = 0.25, what: str = "condition"):
-    """Poll fn() until it returns a truthy value; return it, or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 def pytest_configure(config):
