@@ -15,13 +15,14 @@ run: build
 	$(PY) -m sabot_agent.cli run examples/groupby-generated.yaml --agents 2
 
 # Tools of the cluster, chart and real-pods tiers are built or installed up front, cached outside the
-# repo: Kubernetes binaries and helm from Go modules, checkov in its own virtualenv, containerd and
-# the project image for real pods. Exit code 3 means a
+# repo: Kubernetes binaries and helm from Go modules, checkov in its own virtualenv, Prometheus,
+# containerd and the project image for real pods. Exit code 3 means a
 # prerequisite (Go, the module proxy, PyPI) is missing: those tests then skip, naming it.
 test: build
 	hack/cluster/ensure-binaries.sh || [ $$? -eq 3 ]
 	hack/ensure-helm.sh >/dev/null || [ $$? -eq 3 ]
 	hack/ensure-checkov.sh >/dev/null || [ $$? -eq 3 ]
+	hack/ensure-prometheus.sh >/dev/null || [ $$? -eq 3 ]
 	hack/realpods/ensure.sh || [ $$? -eq 3 ]
 	$(PY) -m pytest tests
 
