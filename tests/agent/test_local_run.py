@@ -143,21 +143,19 @@ def _argument(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
 
+def long_running_pipeline(partitions: int) -> dict:
+    """A group-by big enough (2 M rows, 100 K keys) that agents are still busy when the test strikes."""
+    return {
+        "inputs": {"sales": {"generate": {"rows": 2_000_000, "seed": 1, "columns": {
+            "k": {"type": "int64", "distinct": 100_000}, "v": {"type": "float64"}}}}},
+        "shuffle": {"partitions": partitions},
+        "aggregate": {"input": "sales", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+    }  # fmt: skip
+
+
 def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
     native_or_skip()
-    pipeline = {
-        "inputs": {
-            "sales": {
-                "generate": {
-                    "rows": 2_000_000,
-                    "seed": 1,
-                    "columns": {"k": {"type": "int64", "distinct": 100_000}, "v": {"type": "float64"}},
-                }
-            }
-        },
-        "shuffle": {"partitions": 6},
-        "aggregate": {"input": "sales", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
-    }
+    pipeline = long_running_pipeline(partitions=6)
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(job_doc("kill-me", tmp_path / "out", pipeline)))
     run = subprocess.Popen(
@@ -249,19 +247,7 @@ def test_group_by_over_parquet_files_with_two_agents(tmp_path):
 
 def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
     native_or_skip()
-    pipeline = {
-        "inputs": {
-            "sales": {
-                "generate": {
-                    "rows": 2_000_000,
-                    "seed": 1,
-                    "columns": {"k": {"type": "int64", "distinct": 100_000}, "v": {"type": "float64"}},
-                }
-            }
-        },
-        "shuffle": {"partitions": 4},
-        "aggregate": {"input": "sales", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
-    }
+    pipeline = long_running_pipeline(partitions=4)
     path = tmp_path / "interrupt.yaml"
     path.write_text(yaml.safe_dump(job_doc("interrupt-me", tmp_path / "out", pipeline, agents=2)))
     run = subprocess.Popen(
