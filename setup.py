@@ -14,7 +14,7 @@ COMPILE_ARGS = ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wno-unuse
 LINK_ARGS = ["-pthread"]
 
 EXECUTOR_SOURCES = [SRC + "errors.cc", SRC + "executor.cc", SRC + "task_slots.cc"]
-KERNEL_SOURCES = [SRC + "hash.cc", SRC + "arrow_data.cc", SRC + "partition.cc", SRC + "aggregate.cc"]
+KERNEL_SOURCES = [SRC + "hash.cc", SRC + "arrow_data.cc", SRC + "partition.cc", SRC + "checksum.cc", SRC + "aggregate.cc"]
 
 
 def native_module(name, sources):
@@ -22,7 +22,7 @@ def native_module(name, sources):
         f"sabot_native.{name}",
         sources=[f"native/sabot_native/{name}.pyx", *sources],
         include_dirs=[SRC],
-        depends=glob(SRC + "*.h"),
+        depends=glob(SRC + "*.h") + glob(SRC + "*.inc"),
         language="c++",
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,

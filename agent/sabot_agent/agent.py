@@ -8,6 +8,8 @@ SIGTERM/SIGINT (tests and benchmarks use that).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -103,6 +105,32 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"agent {args.agent_index}: interrupted", args.termination_log)
 
 
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def retain_freed_memory() -> bool:
+    """Keep memory the process frees for reuse instead of handing it back to the kernel (glibc only).
+
+    gRPC allocates every received Flight message with malloc, and the partition store keeps those
+    buffers until the shuffle is dropped. With glibc's defaults, 1-8 MB messages are served by mmap or
+    from arena heaps that are trimmed when freed, so every shuffle faults all its pages in again
+    (measured: a Flight server that keeps what it receives ran at 0.8 GB/s against 1.9 GB/s for one that
+    drops it; with these settings both ran at ~1.9 GB/s). A fixed mmap threshold of 32 MiB (the largest
+    glibc allows; it also stops glibc from raising the threshold on its own) and a 2 GiB trim
+    threshold keep freed pages mapped for the next shuffle. The process's resident size then stays at
+    its peak (bounded by --memory-budget and the spill hard limit) instead of shrinking between shuffles.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc: nothing to tune
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
 def _main(args: argparse.Namespace) -> int:
     from sabot_agent.inputs import resolve_schema
     from sabot_agent.runner import Agent, AgentConfig, JobFailed
@@ -154,6 +182,7 @@ def _main(args: argparse.Namespace) -> int:
         startup_timeout=args.startup_timeout,
         shuffle_timeout=args.shuffle_timeout,
     )
+    retain_freed_memory()
     agent = Agent(config, job)
     agent.start()
     print(

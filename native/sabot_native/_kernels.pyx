@@ -114,14 +114,18 @@ def partition_batch(batch, keys, int64_t num_partitions, *, uint64_t seed=DEFAUL
     return [_export_batch(parts[i], schema) for i in range(parts.size())]
 
 
-def batch_checksum(batch):
-    """Order-independent 64-bit checksum of all rows: the wrapping sum of the row hashes over all columns."""
+def batch_checksum(batch, executor=None):
+    """Order-independent 64-bit checksum of all rows: the wrapping sum of the row hashes over all columns.
+
+    Morsel-parallel on `executor` when one is given; the value does not depend on it."""
     batch = _as_batch(batch, "batch")
+    cdef NativeExecutor* native_executor = _executor_of(executor)
+    cdef int64_t morsel_bytes = _morsel_bytes_of(executor)
     cdef BatchView view = _import(batch)
     cdef uint64_t seed = DEFAULT_HASH_SEED
     cdef uint64_t checksum
     with nogil:
-        checksum = native_partition.batch_checksum(view, seed)
+        checksum = native_partition.batch_checksum(view, seed, native_executor, morsel_bytes)
     return checksum
 
 

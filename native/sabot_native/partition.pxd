@@ -14,4 +14,8 @@ cdef extern from "partition.h" namespace "sabot" nogil:
                                         int64_t morsel_bytes) except +raise_py_error
     OutputArray hash_rows(const BatchView& batch, const vector[string]& keys,
                           uint64_t seed) except +raise_py_error
-    uint64_t batch_checksum(const BatchView& batch, uint64_t seed) except +raise_py_error
+
+
+cdef extern from "checksum.h" namespace "sabot" nogil:
+    uint64_t batch_checksum(const BatchView& batch, uint64_t seed, MorselExecutor* executor,
+                            int64_t morsel_bytes) except +raise_py_error

@@ -585,10 +585,18 @@ Grouped aggregate_by_radix(const BatchView& input, const Plan& plan, const KeyHa
   for (const PrimitiveOp& op : plan.primitives) {
     if (std::find(carried.begin(), carried.end(), op.input) == carried.end()) carried.push_back(op.input);
   }
-  std::vector<uint64_t> hashes(static_cast<size_t>(rows));
+  // Row hashes are recomputed per partition from the scattered keys (cheaper than scattering 8 more
+  // bytes per row to every partition), except for dictionary keys, whose hasher precomputes the hashes
+  // of the whole dictionary: those carry their hashes through the scatter.
+  bool carry_hashes = false;
+  for (int key : plan.key_columns) {
+    carry_hashes = carry_hashes || input.columns[static_cast<size_t>(key)].layout == Layout::kDictionary;
+  }
+  std::vector<uint64_t> hashes(carry_hashes ? static_cast<size_t>(rows) : 0);
   const PartitionLayout layout = plan_partitions(
       rows, radix_partitions, runner.split(rows, row_bytes + 12),
-      [&](int64_t begin, int64_t end, uint64_t* out) { hasher.hash(begin, end, out); }, hashes.data(), runner);
+      [&](int64_t begin, int64_t end, uint64_t* out) { hasher.hash(begin, end, out); },
+      carry_hashes ? hashes.data() : nullptr, runner);
   std::vector<uint32_t> row_numbers(static_cast<size_t>(rows));
   runner.run(layout.morsels.size(), [&](size_t m) {
     const MorselRange& morsel = layout.morsels[m];
@@ -606,13 +614,16 @@ Grouped aggregate_by_radix(const BatchView& input, const Plan& plan, const KeyHa
 
   std::vector<const ColumnView*> to_scatter;
   for (int column : carried) to_scatter.push_back(&input.columns[static_cast<size_t>(column)]);
-  to_scatter.push_back(&hash_column);
+  if (carry_hashes) to_scatter.push_back(&hash_column);
   to_scatter.push_back(&row_column);
   std::vector<std::vector<OutputArray>> scattered = scatter_columns(to_scatter, layout, runner);  // [column][partition]
   const std::vector<OutputArray> part_rows = std::move(scattered.back());
   scattered.pop_back();
-  const std::vector<OutputArray> part_hashes = std::move(scattered.back());
-  scattered.pop_back();
+  std::vector<OutputArray> part_hashes;
+  if (carry_hashes) {
+    part_hashes = std::move(scattered.back());
+    scattered.pop_back();
+  }
   std::vector<uint64_t>().swap(hashes);
   std::vector<uint32_t>().swap(row_numbers);
 
@@ -633,7 +644,22 @@ Grouped aggregate_by_radix(const BatchView& input, const Plan& plan, const KeyHa
     }
     std::vector<const ColumnView*> keys;
     for (int key : plan.key_columns) keys.push_back(&views[carried_index(key)]);
-    const uint64_t* hashes_of_part = reinterpret_cast<const uint64_t*>(part_hashes[p].buffers[1].get());
+    std::vector<uint64_t> recomputed;
+    const uint64_t* hashes_of_part = nullptr;
+    if (carry_hashes) {
+      hashes_of_part = reinterpret_cast<const uint64_t*>(part_hashes[p].buffers[1].get());
+    } else {
+      BatchView part_view;
+      part_view.num_rows = part_rows_count;
+      std::vector<int> key_indices;
+      for (int key : plan.key_columns) {
+        key_indices.push_back(static_cast<int>(part_view.columns.size()));
+        part_view.columns.push_back(views[carried_index(key)]);
+      }
+      recomputed.resize(static_cast<size_t>(part_rows_count));
+      KeyHasher(part_view, key_indices, kDefaultHashSeed).hash(0, part_rows_count, recomputed.data());
+      hashes_of_part = recomputed.data();
+    }
     const uint32_t* rows_of_part = reinterpret_cast<const uint32_t*>(part_rows[p].buffers[1].get());
 
     GroupTable table(static_cast<size_t>(part_rows_count / 8 + 1));
@@ -686,6 +712,7 @@ OutputArray divide(const Accumulator& sums, const Accumulator& counts, size_t gr
 // Groups per radix partition the strategy aims for: the partition's table and accumulators then stay
 // in the per-core caches.
 constexpr double kGroupsPerRadixPartition = 4096;
+constexpr uint32_t kMaxRadixPartitions = 256;
 constexpr int64_t kSampleRows = 1 << 16;
 // Below this many distinct keys in the sample, per-morsel tables are small and merging them is cheap.
 constexpr size_t kMorselStrategyMaxGroups = 4096;
@@ -716,7 +743,7 @@ AggregateResult aggregate(const BatchView& input, const std::vector<std::string>
     // beyond the sample, which only costs a few more, smaller partitions).
     const double estimated_groups = static_cast<double>(sampled_groups) * input.num_rows / sample_rows;
     uint32_t radix_partitions = 16;
-    while (radix_partitions < 256 && radix_partitions * kGroupsPerRadixPartition < estimated_groups) {
+    while (radix_partitions < kMaxRadixPartitions && radix_partitions * kGroupsPerRadixPartition < estimated_groups) {
       radix_partitions *= 2;
     }
     grouped = aggregate_by_radix(input, plan, hasher, prototypes, runner, row_bytes, radix_partitions);

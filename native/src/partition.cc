@@ -393,20 +393,4 @@ OutputArray hash_rows(const BatchView& batch, const std::vector<std::string>& ke
   return out;
 }
 
-uint64_t batch_checksum(const BatchView& batch, uint64_t seed) {
-  if (batch.columns.empty()) return 0;
-  std::vector<int> all_columns(batch.columns.size());
-  for (size_t i = 0; i < all_columns.size(); ++i) all_columns[i] = static_cast<int>(i);
-  const KeyHasher hasher(batch, all_columns, seed);
-  constexpr int64_t kChunkRows = 4096;
-  std::vector<uint64_t> hashes(kChunkRows);
-  uint64_t sum = 0;
-  for (int64_t begin = 0; begin < batch.num_rows; begin += kChunkRows) {
-    const int64_t end = std::min(batch.num_rows, begin + kChunkRows);
-    hasher.hash(begin, end, hashes.data());
-    for (int64_t i = 0; i < end - begin; ++i) sum += hashes[i];
-  }
-  return sum;
-}
-
 }  // namespace sabot

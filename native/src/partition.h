@@ -61,9 +61,6 @@ std::vector<OutputArray> partition_batch(const BatchView& batch, const std::vect
 // The row hashes of `keys` as a uint64 array.
 OutputArray hash_rows(const BatchView& batch, const std::vector<std::string>& keys, uint64_t seed);
 
-// Order-independent checksum of every row over all columns: the wrapping sum of the row hashes.
-uint64_t batch_checksum(const BatchView& batch, uint64_t seed);
-
 // Resolves key names to column indices, checking that there is at least one and that each exists.
 std::vector<int> resolve_keys(const BatchView& batch, const std::vector<std::string>& keys);
 

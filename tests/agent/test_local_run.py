@@ -63,6 +63,38 @@ SALES = {
 }
 
 
+
+def test_groupby_of_multi_chunk_ipc_input_with_few_keys_equals_pyarrow(tmp_path):
+    """An Arrow IPC input (memory-mapped) of several record batches per agent and few keys: each chunk
+    is pre-aggregated on its own (the per-chunk path of the map), and duplicate partial states (sum and
+    mean share a sum, count and mean a count) are shuffled once; the result must not change."""
+    native_or_skip()
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    rows = 600_000
+    source = pa.table({"k": pa.array(rng.integers(0, 50, rows)), "v": pa.array(rng.integers(0, 1000, rows) * 0.5, mask=rng.random(rows) < 0.05)})
+    (tmp_path / "in").mkdir()
+    for index in range(3):
+        with pa.OSFile(str(tmp_path / "in" / f"part-{index}.arrow"), "wb") as sink, pa.ipc.new_file(sink, source.schema) as writer:
+            writer.write_table(source.slice(index * 200_000, 200_000), max_chunksize=50_000)
+    pipeline = {
+        "inputs": {"data": {"format": "ipc", "path": str(tmp_path / "in")}},
+        "shuffle": {"partitions": 8},
+        "aggregate": {"input": "data", "groupBy": ["k"], "aggregations": [
+            {"column": "v", "function": "sum", "as": "total"}, {"column": "v", "function": "count", "as": "n"},
+            {"column": "v", "function": "mean", "as": "average"}]},
+    }  # fmt: skip
+    completed, summary = sabot_run(tmp_path, job_doc("few-keys-ipc", tmp_path / "out", pipeline, agents=2))
+    assert completed.returncode == 0, completed.stderr
+    assert summary["rows_in"] == rows and summary["rows_out"] == 50
+    expected = source.group_by("k").aggregate([("v", "sum"), ("v", "count"), ("v", "mean")]).sort_by("k")
+    actual = read_output(tmp_path / "out").sort_by("k")
+    assert actual.column("k").to_pylist() == expected.column("k").to_pylist()
+    assert actual.column("total").to_pylist() == expected.column("v_sum").to_pylist()
+    assert actual.column("n").to_pylist() == expected.column("v_count").to_pylist()
+    assert pc.all(pc.less(pc.abs(pc.subtract(actual["average"], expected["v_mean"])), 1e-9)).as_py()
+
 def test_group_by_with_three_agents_equals_pyarrow(tmp_path):
     native_or_skip()
     pipeline = {

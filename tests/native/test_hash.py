@@ -240,6 +240,58 @@ def test_checksum_is_order_independent_and_sensitive_to_every_value():
     assert sn.batch_checksum(batch.slice(0, 0)) == 0
 
 
+@pytest.mark.parametrize("case", [c for c in golden_cases() if int(c["seed"]) == sn.DEFAULT_HASH_SEED], ids=lambda case: case["name"])
+def test_checksum_is_the_sum_of_the_golden_row_hashes(case):
+    """The checksum's definition (native/README.md) pinned by the golden vectors: the wrapping sum of
+    the row hashes over all columns with the default seed."""
+    assert sn.batch_checksum(golden_batch(case)) == sum(int(h) for h in case["expected"]) & M64
+
+
+def mixed_batch(rows, seed):
+    """Every layout the checksum handles, nulls in each, NaN/-0.0, sliced at an odd offset."""
+    rng = np.random.default_rng(seed)
+    nulls = rng.random(rows + 3) < 0.1
+    floats = rng.random(rows + 3)
+    floats[::17] = np.nan
+    floats[::19] = -0.0
+    columns = {
+        "i64": pa.array(rng.integers(-1 << 62, 1 << 62, rows + 3), mask=nulls),
+        "i8": pa.array(rng.integers(-128, 128, rows + 3).astype(np.int8)),
+        "u32": pa.array(rng.integers(0, 1 << 32, rows + 3).astype(np.uint32), mask=np.roll(nulls, 1)),
+        "f32": pa.array(floats.astype(np.float32)),
+        "f64": pa.array(floats, mask=np.roll(nulls, 2)),
+        "ts": pa.array(rng.integers(0, 1 << 50, rows + 3), pa.timestamp("us")),
+        "b": pa.array(rng.random(rows + 3) < 0.5, mask=np.roll(nulls, 3)),
+        "s": pa.array([f"v{i % 13}" if not n else None for i, n in enumerate(nulls)]),
+        "d": pa.array([f"d{i % 5}" for i in range(rows + 3)]).dictionary_encode(),
+    }
+    return pa.record_batch(columns).slice(3, rows)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 1023, 1024, 1025, 5000])
+def test_checksum_equals_sum_of_hash_rows_serially_and_in_parallel(rows):
+    """The fast per-column kernel (vectorized fixed-width loops) against the row hasher, for every
+    layout, chunk boundary and morsel split."""
+    batch = mixed_batch(rows, rows)
+    expected = int(sn.hash_rows(batch, batch.schema.names).to_numpy().sum(dtype=np.uint64)) if rows else 0
+    assert sn.batch_checksum(batch) == expected
+    executor = sn.MorselExecutor(threads=2, morsel_bytes=4096)  # many small morsels
+    try:
+        assert sn.batch_checksum(batch, executor=executor) == expected
+    finally:
+        executor.shutdown()
+    for name in batch.schema.names:  # each layout alone (the first column takes another code path)
+        single = batch.select([name])
+        assert sn.batch_checksum(single) == (int(sn.hash_rows(single, [name]).to_numpy().sum(dtype=np.uint64)) if rows else 0)
+
+
+def test_checksum_binds_values_to_rows():
+    """Swapping two rows' values in one column keeps every column's multiset of values but changes rows."""
+    batch = pa.record_batch({"a": pa.array([1, 2, 3]), "b": pa.array([10.0, 20.0, 30.0])})
+    swapped = pa.record_batch({"a": pa.array([1, 2, 3]), "b": pa.array([20.0, 10.0, 30.0])})
+    assert sn.batch_checksum(batch) != sn.batch_checksum(swapped)
+
+
 def test_hash_rows_bad_input_raises_clear_errors():
     batch = pa.record_batch({"k": pa.array([1, 2]), "l": pa.array([[1], [2]])})
     with pytest.raises(ValueError, match="'missing'"):
