@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from sabot_agent.store import combine_checksums
+from sabot_agent.store import PartitionStore, combine_checksums
 from sabot_agent.tickets import PartitionKey, PutMetadata
 
 DEFAULT_MESSAGE_BYTES = 1 << 20
@@ -116,7 +116,10 @@ class ShuffleClient:
         backoff_seconds: float = 0.05,
         max_backoff_seconds: float = 2.0,
         call_timeout: float = 120.0,
+        local_store: tuple[int, "PartitionStore"] | None = None,
     ):
+        """`local_store` = (this agent's peer index, its store): partitions this agent owns itself go
+        straight into its store, through the same append/commit checks, instead of a loopback DoPut."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.peers = list(peers)
@@ -130,6 +133,7 @@ class ShuffleClient:
         self._lock = threading.Lock()
         self._pool: dict[int, flight.FlightClient] = {}
         self._sequences: dict[tuple[str, int], int] = {}
+        self._local_index, self._local_store = local_store if local_store is not None else (None, None)
 
     def _connection(self, peer_index: int) -> flight.FlightClient:
         with self._lock:
@@ -201,21 +205,30 @@ class ShuffleClient:
             first_sequence = self._sequences.get((shuffle_id, partition_id), 0)
             self._sequences[(shuffle_id, partition_id)] = first_sequence + len(messages)
         metadata = [pa.py_buffer(PutMetadata(shuffle_id, producer, attempt, first_sequence + i).encode()) for i in range(len(messages))]
-        descriptor = flight.FlightDescriptor.for_command(PartitionKey.for_shuffle(shuffle_id, partition_id).encode())
+        key = PartitionKey.for_shuffle(shuffle_id, partition_id)
         target = self.owner(partition_id) if peer_index is None else peer_index
 
-        def send(connection: flight.FlightClient) -> None:
-            writer, _ = connection.do_put(descriptor, messages[0].schema, options=self._options())
-            with writer:
-                for message, meta in zip(messages, metadata):
-                    writer.write_with_metadata(message, meta)
-                writer.done_writing()
+        if target == self._local_index:
+            for i, message in enumerate(messages):
+                self._local_store.append(key, PutMetadata(shuffle_id, producer, attempt, first_sequence + i), message, message.nbytes)
+            rpc = "local"
+        else:
+            metadata = [pa.py_buffer(PutMetadata(shuffle_id, producer, attempt, first_sequence + i).encode()) for i in range(len(messages))]
+            descriptor = flight.FlightDescriptor.for_command(key.encode())
 
-        self._with_retries(target, f"DoPut of partition {partition_id} of {shuffle_id!r}", send)
+            def send(connection: flight.FlightClient) -> None:
+                writer, _ = connection.do_put(descriptor, messages[0].schema, options=self._options())
+                with writer:
+                    for message, meta in zip(messages, metadata):
+                        writer.write_with_metadata(message, meta)
+                    writer.done_writing()
+
+            self._with_retries(target, f"DoPut of partition {partition_id} of {shuffle_id!r}", send)
+            rpc = "do_put"
         for message in messages:
             result.add(PutResult(message.num_rows, message.nbytes, 1, self._checksum(message)))
         if self._metrics is not None:
-            self._metrics.shuffle("out", "do_put", result.rows, result.bytes, result.messages)
+            self._metrics.shuffle("out", rpc, result.rows, result.bytes, result.messages)
         return result
 
     def put_partitions(
@@ -260,7 +273,10 @@ class ShuffleClient:
             "attempt": attempt,
             "partitions": {str(pid): result.as_claim() for pid, result in partitions.items()},
         }
-        self.action(peer_index, "commit", body)
+        if peer_index == self._local_index:
+            self._local_store.commit(shuffle_id, producer, attempt, {pid: result.as_claim() for pid, result in partitions.items()})
+        else:
+            self.action(peer_index, "commit", body)
 
     def probe(self, peer_index: int, timeout: float = 2.0) -> str | None:
         """One health call without retries: None when the peer answers, else why not."""

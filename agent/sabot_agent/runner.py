@@ -143,7 +143,9 @@ class Agent:
             raise JobFailed(f"peer list has {len(config.peers)} entries for {config.agent_count} agents")
         phases: dict[str, float] = {}
         started = time.monotonic()
-        client = ShuffleClient(config.peers, self.native.batch_checksum, metrics=self.metrics)
+        client = ShuffleClient(
+            config.peers, self.native.batch_checksum, metrics=self.metrics, local_store=(config.agent_index, self.store)
+        )
         try:
             self._phase(phases, "connect", client.wait_ready, config.startup_timeout)
             if job.aggregate is not None:

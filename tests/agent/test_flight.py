@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import child_env, native_or_skip
-from sabot_agent.client import ShuffleClient, ShuffleError, coalesce
+from sabot_agent.client import PutResult, ShuffleClient, ShuffleError, coalesce
 from sabot_agent.store import combine_checksums
 from sabot_agent.tickets import PartitionKey, shuffle_id
 
@@ -214,3 +214,26 @@ def test_http_endpoints_and_metrics(serve_agent):
         pytest.skip("promtool not installed (apt-get install prometheus): exposition checked with prometheus_client's parser only")
     check = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def test_partitions_this_agent_owns_go_straight_into_its_own_store(tmp_path, serve_agent):
+    """Own partitions skip the loopback DoPut but pass the same append/commit checks; others still use Flight."""
+    from sabot_agent.store import PartitionStore, StoreError
+
+    native = native_or_skip()
+    remote = serve_agent("remote")
+    store = PartitionStore(None, str(tmp_path / "spill"), native.batch_checksum)
+    store.register(SHUFFLE)
+    table = sample_table(10_000)
+    # Peer 1's address is dead: only the local store can take what is sent to it.
+    with ShuffleClient([remote.peer, "127.0.0.1:9"], native.batch_checksum, local_store=(1, store)) as client:
+        own = client.put_partition(SHUFFLE, 1, table.to_batches(max_chunksize=2000), producer=1, attempt=0)
+        with pytest.raises(StoreError, match="producer sent 1 rows"):
+            client.commit(1, SHUFFLE, 1, 0, {1: PutResult(rows=1, bytes=own.bytes, messages=1, checksum=own.checksum)})
+        client.commit(1, SHUFFLE, 1, 0, {1: own})
+        remote_put = client.put_partition(SHUFFLE, 0, table.to_batches(), producer=1, attempt=0)
+        client.commit(0, SHUFFLE, 1, 0, {0: remote_put})
+        assert client.fetch(0, SHUFFLE, 0).num_rows == 10_000
+    local = store.read_table(SHUFFLE, [1])
+    assert checksum_of(local) == checksum_of(table) == own.checksum
+    assert sorted_rows(local).equals(sorted_rows(table))
