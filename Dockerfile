@@ -8,7 +8,8 @@
 # dependencies into a virtualenv at /opt/sabot; the runtime stage copies only that virtualenv onto
 # the same slim Python base, without compilers.
 #
-# Runs as the numeric non-root user 65532 and needs no writable root filesystem: HOME, TMPDIR and the
+# Runs as the numeric non-root user 65532 (no passwd entry; USER=sabot names it for getpass) and
+# needs no writable root filesystem: HOME, TMPDIR and the
 # working directory are /tmp (so a job's relative output path such as out/x/ lands there too) and the
 # agents' spill directory is /var/lib/sabot/spill; with readOnlyRootFilesystem, mount a volume (e.g.
 # emptyDir) on each, as the chart and the operator's agent pods do.
@@ -40,8 +41,11 @@ LABEL org.opencontainers.image.title="sabot" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/sabot /opt/sabot
 RUN mkdir -p /var/lib/sabot/spill && chown -R 65532:65532 /var/lib/sabot
+# USER: the uid has no /etc/passwd entry (nor has any uid a cluster may pick), so getpass.getuser()
+# (kopf calls it at startup to name the operator) reads the name from the environment.
 ENV PATH=/opt/sabot/bin:$PATH \
     HOME=/tmp \
+    USER=sabot \
     TMPDIR=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

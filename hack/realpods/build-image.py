@@ -9,7 +9,7 @@ instead of python:3.11-slim-bookworm (both are Debian 12 with Python 3.11):
            /var/lib/sabot/spill owned by 65532
   layer 3  the project wheel (sabot_native, sabot_agent, sabot_operator) (cached by the source hash)
            unpacked into /opt/sabot plus its console scripts
-  config   Env PATH=/opt/sabot/bin:..., HOME=/tmp, TMPDIR=/tmp, PYTHONDONTWRITEBYTECODE=1,
+  config   Env PATH=/opt/sabot/bin:..., HOME=/tmp, USER=sabot, TMPDIR=/tmp, PYTHONDONTWRITEBYTECODE=1,
            PYTHONUNBUFFERED=1; WorkingDir /tmp; User 65532:65532; Cmd ["sabot-agent"]
 
 The wheel is built on the host (`pip wheel --no-deps --no-build-isolation`) from a copy of exactly
@@ -417,7 +417,7 @@ def app_layer(whl: Path) -> Path:
 
 def image_config() -> dict:
     env = [f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "HOME=/tmp", "TMPDIR=/tmp", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]
+           "HOME=/tmp", "USER=sabot", "TMPDIR=/tmp", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]
     return {"config": {"Env": env, "Cmd": ["sabot-agent"], "WorkingDir": "/tmp", "User": f"{UID}:{UID}",
                        "Labels": {"org.opencontainers.image.title": "sabot",
                                   "org.opencontainers.image.source": "hack/realpods/build-image.py"}}}
@@ -428,8 +428,9 @@ def build_project() -> Path:
     whl = project_wheel()
     deps = deps_layer(wheel_requirements(whl))
     app = app_layer(whl)
-    # Every layer's cache path already names the hash of its inputs.
-    key = short_hash(BUILDER_VERSION, IMAGE_NAME, str(base), str(deps), str(app))
+    # Every layer's cache path already names the hash of its inputs; the config (Env, User, ...) is hashed here.
+    key = short_hash(BUILDER_VERSION, IMAGE_NAME, str(base), str(deps), str(app),
+                     json.dumps(image_config(), sort_keys=True))
     out = cache_root() / "images" / key / "sabot.oci.tar"
     if out.exists():
         return out
@@ -458,7 +459,17 @@ def import_image(archive: Path, address: str, name: str) -> None:
                           capture_output=True, text=True).stdout
     if any(line.split()[:1] == [name] and digest in line for line in have.splitlines()):
         return
-    run(["ctr", "--address", address, "-n", "k8s.io", "images", "import", "--all-platforms", str(archive)])
+    cmd = ["ctr", "--address", address, "-n", "k8s.io", "images", "import", "--all-platforms", str(archive)]
+    try:
+        run(cmd)
+    except RuntimeError as e:
+        # containerd 1.6: re-importing a tag whose new image shares lower layers with the old one can
+        # race the garbage collector, which drops the shared parent snapshots the old image held
+        # ("parent snapshot ... does not exist"); a second import unpacks them again.
+        if "parent snapshot" not in str(e):
+            raise
+        log("import raced containerd's garbage collector (parent snapshot gone); importing again")
+        run(cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

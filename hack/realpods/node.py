@@ -15,7 +15,10 @@ Network: a bridge the node creates (`sabot0`, 10.244.0.1/24) with host-local IPA
 default route in pods beyond the bridge gateway and no NAT: pod traffic reaches the host and other pods
 only. The kubelet, the DNS server and the containerd streaming server listen on the bridge address or
 loopback. There is no kube-proxy (no ClusterIP traffic); pods reach each other by pod IP or by the
-per-pod DNS names the DNS server answers.
+per-pod DNS names the DNS server answers. The one exception is the API server (in-cluster config, e.g. the
+operator as a pod): apiproxy.py relays the `kubernetes` Service's ClusterIP 10.0.0.1:443 (a /32 on the
+bridge; pods get a route for exactly that /32 via the gateway) and the apiserver's advertised address
+10.244.0.1:<port> (the Service's Endpoints) to the apiserver on loopback; its serving cert names both.
 
 Everything lives under one work directory (containerd's content store and snapshots under the cache, so
 imported images survive between runs); `stop()` also runs when `start()` fails halfway. A lock file makes
@@ -35,6 +38,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +54,7 @@ import controlplane  # noqa: E402
 BRIDGE = "sabot0"
 POD_CIDR = "10.244.0.0/24"
 GATEWAY = "10.244.0.1"
+BRIDGE_MAC = "02:5a:b0:00:00:01"  # locally administered, fixed (see _bridge_up)
 NODE_NAME = "sabot-node-0"
 CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = "/usr/lib/cni"
@@ -61,8 +66,16 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 # kube-apiserver flags for a control plane with a real kubelet (controlplane.ControlPlane(extra_apiserver_args=)):
 # reach the kubelet by its InternalIP (there is no DNS for node names) with the admin client certificate,
 # so `kubectl logs/exec` work.
+# The apiserver is advertised on the pod bridge (the `kubernetes` Service's Endpoints become
+# 10.244.0.1:<port>, served by apiproxy.py), and its serving cert names that address (APISERVER_SANS).
 APISERVER_ARGS = ["--kubelet-preferred-address-types=InternalIP",
-                  "--kubelet-client-certificate={pki}/admin.crt", "--kubelet-client-key={pki}/admin.key"]
+                  "--kubelet-client-certificate={pki}/admin.crt", "--kubelet-client-key={pki}/admin.key",
+                  f"--advertise-address={GATEWAY}", "--endpoint-reconciler-type=lease"]
+APISERVER_SANS = [f"IP:{GATEWAY}"]
+# The `kubernetes` Service's ClusterIP (the first address of controlplane.SERVICE_CIDR) and port: the
+# KUBERNETES_SERVICE_HOST/PORT the kubelet gives every pod.
+KUBERNETES_SERVICE_IP = controlplane.SERVICE_FIRST_IP
+KUBERNETES_SERVICE_PORT = 443
 
 
 class Missing(RuntimeError):
@@ -249,6 +262,7 @@ class Node:
 
         t = time.monotonic()
         self._start_dns()
+        self._start_apiproxy(timeout)
         self._start_kubelet(timeout)
         self.timings["kubelet"] = time.monotonic() - t
 
@@ -268,7 +282,14 @@ class Node:
     def _bridge_up(self) -> None:
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         self._created_bridge = True
+        # A bridge without an explicit MAC takes the lowest MAC of its ports, so it changes whenever a
+        # pod's veth comes or goes; pods then send to the gateway's old MAC (stale ARP entry) and lose
+        # every connection to the host (DNS, the API server via apiproxy.py, probe replies) for tens of
+        # seconds. A fixed, locally administered address keeps the gateway's MAC stable.
+        sh("ip", "link", "set", BRIDGE, "address", BRIDGE_MAC)
         sh("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
+        # the `kubernetes` Service's ClusterIP, local to the host, on the bridge (see apiproxy.py)
+        sh("ip", "addr", "add", f"{KUBERNETES_SERVICE_IP}/32", "dev", BRIDGE)
         sh("ip", "link", "set", BRIDGE, "up")
 
     def _bridge_down(self) -> None:
@@ -289,8 +310,9 @@ class Node:
                 "hairpinMode": True,
                 "ipam": {"type": "host-local", "dataDir": str(self.workdir / "ipam"),
                          "ranges": [[{"subnet": POD_CIDR, "gateway": GATEWAY}]],
-                         # pods get the bridge subnet and nothing else: no default route, no NAT
-                         "routes": []},
+                         # pods get the bridge subnet and the `kubernetes` ClusterIP (a host address,
+                         # apiproxy.py) and nothing else: no default route, no NAT
+                         "routes": [{"dst": f"{KUBERNETES_SERVICE_IP}/32"}]},
             }],
         }
         (netd / "10-sabot.conflist").write_text(json.dumps(conf, indent=1))
@@ -363,6 +385,19 @@ class Node:
                             "--server", f"https://127.0.0.1:{self.cp.ports['apiserver']}",
                             "--ca", str(pki / "ca.crt"), "--cert", str(pki / "admin.crt"),
                             "--key", str(pki / "admin.key"), "--domain", CLUSTER_DOMAIN])
+
+    def _start_apiproxy(self, timeout: float) -> None:
+        port = self.cp.ports["apiserver"]
+        self._spawn("apiproxy", [sys.executable, str(HERE / "apiproxy.py"),
+                                 "--listen", f"{KUBERNETES_SERVICE_IP}:{KUBERNETES_SERVICE_PORT}",
+                                 "--listen", f"{GATEWAY}:{port}", "--to", f"127.0.0.1:{port}"])
+
+        def listening() -> bool:
+            for host, p in ((KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT), (GATEWAY, port)):
+                with socket.create_connection((host, p), timeout=1):
+                    pass
+            return True
+        self._wait("apiproxy listening", listening, timeout, interval=0.1)
 
     def _kubelet_credentials(self) -> Path:
         pki = self.cp.workdir / "pki"
@@ -459,6 +494,7 @@ class Node:
                             "--grace-period=0", "--force", "--wait=false", check=False, timeout=30)
         self._stop_proc("kubelet")
         self._stop_proc("dns")
+        self._stop_proc("apiproxy")
         if self.procs.get("containerd") and self.procs["containerd"].poll() is None:
             self._remove_all_containers()
         self._stop_proc("containerd")
@@ -541,7 +577,8 @@ def leftovers() -> list[str]:
             with contextlib.suppress(OSError):
                 cmd = (p / "cmdline").read_bytes()
                 if b"sabot-node-" in cmd and b"containerd" in cmd.split(b"\0")[0] or (
-                        b"--hostname-override=" + NODE_NAME.encode()) in cmd:
+                        b"--hostname-override=" + NODE_NAME.encode()) in cmd or (
+                        str(HERE / "apiproxy.py").encode() in cmd):
                     found.append(f"process {p.name}")
     return found
 
@@ -567,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if left else 0
     # up: foreground, until Ctrl-C (debugging aid)
     bins = controlplane.ensure_binaries()
-    cp = controlplane.ControlPlane(bins, extra_apiserver_args=APISERVER_ARGS)
+    cp = controlplane.ControlPlane(bins, extra_apiserver_args=APISERVER_ARGS, extra_sans=APISERVER_SANS)
     cp.start()
     node = None
     try:

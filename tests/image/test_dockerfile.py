@@ -81,6 +81,31 @@ def test_writable_paths_are_home_tmpdir_workdir_and_the_spill_dir():
     assert any(spill_dir in rest and "65532" in rest for keyword, rest in runtime if keyword == "RUN")
 
 
+def test_user_name_in_the_environment():
+    """The numeric user has no /etc/passwd entry: getpass.getuser() (kopf names the operator with it at
+    startup) raises unless USER or LOGNAME is set, so the operator pod would crash-loop."""
+    env = env_of(stages()[-1])
+    assert env.get("USER") or env.get("LOGNAME"), env
+
+
+def test_t2_image_recipe_has_the_same_environment():
+    """hack/realpods/build-image.py (the image of the real-pods tier, built without Docker) sets the
+    Dockerfile's runtime environment, user and working directory."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_image", REPO / "hack" / "realpods" / "build-image.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.image_config()["config"]
+    t2_env = dict(item.split("=", 1) for item in config["Env"])
+    runtime = stages()[-1]
+    env = env_of(runtime)
+    assert env.pop("PATH").split(":")[0] == t2_env.pop("PATH").split(":")[0] == "/opt/sabot/bin"
+    assert env == t2_env
+    assert config["User"] == [rest for keyword, rest in runtime if keyword == "USER"][-1]
+    assert config["WorkingDir"] == [rest for keyword, rest in runtime if keyword == "WORKDIR"][-1]
+
+
 def test_oci_labels():
     labels = " ".join(rest for keyword, rest in stages()[-1] if keyword == "LABEL")
     for key in ("title", "description", "version", "revision", "licenses"):

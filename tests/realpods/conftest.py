@@ -1,6 +1,7 @@
 """Fixtures of the real-pods tier (T2): the T1 control plane plus one real node (containerd, runc, CNI
 bridge, kubelet, hack/realpods/dns.py), the project image imported into containerd, the SabotJob CRD,
-and the operator running in-process (kopf.testing.KopfRunner, all namespaces).
+and (per test module that asks for it) the operator running in-process (kopf.testing.KopfRunner, all
+namespaces).
 
 Skips, naming what is missing, when the machine cannot run it: not root, the Debian packages
 (containerd, runc, containernetworking-plugins, debootstrap) absent, Go/the module proxy/etcd absent
@@ -71,7 +72,8 @@ def realpods_cluster():
     except controlplane.MissingPrerequisite as e:
         pytest.skip(f"T2 real pods unavailable (T1 binaries): {e}")
     t0 = time.monotonic()
-    cp = controlplane.ControlPlane(bins, extra_apiserver_args=realnode.APISERVER_ARGS)
+    cp = controlplane.ControlPlane(bins, extra_apiserver_args=realnode.APISERVER_ARGS,
+                                   extra_sans=realnode.APISERVER_SANS)
     cp.start()
     node = None
     try:
@@ -107,9 +109,12 @@ def realpods_cluster():
     assert not left, f"the real-pods node left this behind: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(realpods_cluster):
-    """The operator, in-process for the whole session, watching all namespaces."""
+    """The operator, in-process for the tests of one module, watching all namespaces.
+
+    Module-scoped, so it is stopped before the next module runs: test_helm_on_real_pods.py installs the
+    operator as a pod with the chart and must be the only operator then."""
     from kopf.testing import KopfRunner
 
     import kubernetes.config.kube_config as kube_config
