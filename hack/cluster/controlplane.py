@@ -256,8 +256,42 @@ status:
 # --------------------------------------------------------------------------- control plane
 
 
-class ControlPlane:
+class ProcessSupervisor:
+    """Named child processes (`self.procs`) that log to `<workdir>/logs/<name>.log`; a wait fails at
+    once, with the log's last lines, when one of them dies."""
+
+    error_type: type[Exception] = RuntimeError
+    procs: dict[str, subprocess.Popen]
+    workdir: Path
+
+    def tail(self, name: str, n: int = 25) -> str:
+        p = self.workdir / "logs" / f"{name}.log"
+        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else "(no log)"
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise self.error_type(f"{name} exited with {proc.returncode}; last log lines:\n{self.tail(name)}")
+
+    def _wait(self, what: str, fn, timeout: float, interval: float = 0.1):
+        deadline = time.monotonic() + timeout
+        last_err = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                r = fn()
+                if r:
+                    return r
+            except Exception as e:  # noqa: BLE001 - polled probe
+                last_err = e
+            time.sleep(interval)
+        raise self.error_type(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_err})")
+
+
+class ControlPlane(ProcessSupervisor):
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1."""
+
+    error_type = ControlPlaneError
 
     def __init__(self, binaries: Binaries, workdir: Path | None = None, *,
                  die_with_parent: bool = True, log=None, extra_apiserver_args: list[str] | None = None,
@@ -300,32 +334,6 @@ class ControlPlane:
         state = {"pids": self.pids, "ports": self.ports, "kubeconfig": str(self.kubeconfig),
                  "workdir": str(self.workdir), "kube_version": self.bins.kube_version}
         (self.workdir / "state.json").write_text(json.dumps(state, indent=1))
-
-    def _tail(self, name: str, n: int = 25) -> str:
-        p = self.workdir / "logs" / f"{name}.log"
-        if not p.exists():
-            return "(no log)"
-        return "\n".join(p.read_text(errors="replace").splitlines()[-n:])
-
-    def _check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            rc = proc.poll()
-            if rc is not None:
-                raise ControlPlaneError(f"{name} exited with {rc}; last log lines:\n{self._tail(name)}")
-
-    def _wait(self, what: str, fn, timeout: float, interval: float = 0.1):
-        deadline = time.monotonic() + timeout
-        last_err = None
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                r = fn()
-                if r:
-                    return r
-            except Exception as e:  # noqa: BLE001 - polled probe
-                last_err = e
-            time.sleep(interval)
-        raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_err})")
 
     # -- probes
 

@@ -165,7 +165,9 @@ def _rmdir_tree(d: Path) -> bool:
     return ok
 
 
-class Node:
+class Node(controlplane.ProcessSupervisor):
+    error_type = NodeError
+
     def __init__(self, cp: controlplane.ControlPlane, *, name: str = NODE_NAME, log=_log):
         self.cp = cp
         self.name = name
@@ -220,29 +222,6 @@ class Node:
         logf.close()
         self.procs[name] = proc
         return proc
-
-    def tail(self, name: str, n: int = 30) -> str:
-        p = self.workdir / "logs" / f"{name}.log"
-        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else "(no log)"
-
-    def _check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise NodeError(f"{name} exited with {proc.returncode}; last log lines:\n{self.tail(name)}")
-
-    def _wait(self, what: str, fn, timeout: float, interval: float = 0.2):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                r = fn()
-                if r:
-                    return r
-            except Exception as e:  # noqa: BLE001 - polled probe
-                last = e
-            time.sleep(interval)
-        raise NodeError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last})")
 
     def _start(self, timeout: float) -> None:
         preflight()
