@@ -16,6 +16,21 @@ def median_seconds(fn, repeats=5, warmup=1):
     return statistics.median(times)
 
 
+def interleaved_median_seconds(fns, repeats=5, warmup=1):
+    """Median wall time of each fn, timed in turns (a, b, a, b, ...) so that drift in the machine's
+    state during the run (other load, page cache, clock) hits every case alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, samples in zip(fns, times):
+            started = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - started)
+    return [statistics.median(samples) for samples in times]
+
+
 def report(bench, case, value, unit, reference, goal, higher_is_better=True):
     """Prints one case. ratio > 1 always means "better than the reference"."""
     ratio = value / reference if higher_is_better else reference / value

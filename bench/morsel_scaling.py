@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 import sabot_native as sn
-from benchlib import median_seconds, report
+from benchlib import interleaved_median_seconds, report
 
 PARTITIONS = 64
 
@@ -26,8 +26,8 @@ def make_batch(rows, seed=7):
     })
 
 
-def partition_seconds(batch, executor, repeats):
-    return median_seconds(lambda: sn.partition_batch(batch, ["k1"], PARTITIONS, executor=executor), repeats)
+def partition_call(batch, executor):
+    return lambda: sn.partition_batch(batch, ["k1"], PARTITIONS, executor=executor)
 
 
 def main():
@@ -36,16 +36,15 @@ def main():
     parser.add_argument("--morsel-bytes", type=int, default=sn.DEFAULT_MORSEL_BYTES)
     args = parser.parse_args()
 
-    for rows, repeats in ((args.rows, 5), (50_000, 200)):
+    for rows, repeats in ((args.rows, 7), (50_000, 301)):
         batch = make_batch(rows)
-        unsplit = partition_seconds(batch, None, repeats)
-        with sn.MorselExecutor(threads=1, morsel_bytes=args.morsel_bytes) as one:
-            one_thread = partition_seconds(batch, one, repeats)
+        with sn.MorselExecutor(threads=1, morsel_bytes=args.morsel_bytes) as one, \
+                sn.MorselExecutor(threads=2, morsel_bytes=args.morsel_bytes) as two:
+            unsplit, one_thread, two_threads = interleaved_median_seconds(
+                [partition_call(batch, None), partition_call(batch, one), partition_call(batch, two)], repeats)
         report("morsel_scaling", f"{rows}_rows_1_thread_vs_unsplit", rows / one_thread / 1e6, "M rows/s",
                rows / unsplit / 1e6, ">= 0.9")
         if rows == args.rows:
-            with sn.MorselExecutor(threads=2, morsel_bytes=args.morsel_bytes) as two:
-                two_threads = partition_seconds(batch, two, repeats)
             report("morsel_scaling", f"{rows}_rows_2_threads_vs_1_thread", rows / two_threads / 1e6, "M rows/s",
                    rows / one_thread / 1e6, ">= 1.8")
 
