@@ -538,7 +538,7 @@ class ControlPlane(ProcessSupervisor):
         self.stop(remove=self._own_workdir)
 
 
-def wait_for(fn, timeout: float = 30, interval: float = 0.25, what: str = "condition"):
+def wait_for(fn, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
     """Poll fn() until it returns a truthy value and return that; TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout
     last = None

@@ -304,23 +304,28 @@ def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
     assert not any(process_alive(pid) for pid in started)
 
 
+def agent_command(tmp_path, name: str, agents: int, flight_port: int, http_port: int, termination_log) -> list[str]:
+    """`sabot-agent` as agent 0 of a small group-by job of `agents` agents, written to tmp_path."""
+    doc = job_doc(name, tmp_path / "out", {
+        "inputs": {"d": {"generate": {"rows": 1000, "columns": {"k": {"type": "int64", "distinct": 10}, "v": {"type": "float64"}}}}},
+        "shuffle": {"partitions": 4},
+        "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+    }, agents=agents)  # fmt: skip
+    job = tmp_path / f"{name}.yaml"
+    job.write_text(yaml.safe_dump(doc))
+    return [sys.executable, "-m", "sabot_agent", "--job", str(job), "--agent-index", "0", "--flight-port", str(flight_port),
+            "--http-port", str(http_port), "--spill-dir", str(tmp_path / "spill"), "--termination-log", str(termination_log)]
+
+
 def test_agent_fails_fast_when_a_peer_dies_before_committing(tmp_path, serve_agent):
     """sabot-agent on its own (flags, termination log): its peer 1 answers health but never commits, then dies."""
     from sabot_agent.local import free_ports
 
     silent_peer = serve_agent("silent-peer")
     flight_port, http_port = free_ports(2)
-    doc = job_doc("lonely", tmp_path / "out", {
-        "inputs": {"d": {"generate": {"rows": 1000, "columns": {"k": {"type": "int64", "distinct": 10}, "v": {"type": "float64"}}}}},
-        "shuffle": {"partitions": 4},
-        "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
-    }, agents=2)  # fmt: skip
-    job = tmp_path / "lonely.yaml"
-    job.write_text(yaml.safe_dump(doc))
     reason_file = tmp_path / "termination-log"
     agent = subprocess.Popen(
-        [sys.executable, "-m", "sabot_agent", "--job", str(job), "--agent-index", "0", "--flight-port", str(flight_port),
-         "--http-port", str(http_port), "--spill-dir", str(tmp_path / "spill"), "--termination-log", str(reason_file)],
+        agent_command(tmp_path, "lonely", 2, flight_port, http_port, reason_file),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
         env=dict(child_env(), SABOT_PEERS=f"127.0.0.1:{flight_port},{silent_peer.peer}", SABOT_AGENT_COUNT="2"),
     )  # fmt: skip
@@ -359,18 +364,9 @@ def test_a_successful_agent_reports_its_result_in_the_termination_log(tmp_path):
     from sabot_agent.local import free_ports
 
     flight_port, http_port = free_ports(2)
-    doc = job_doc("single", tmp_path / "out", {
-        "inputs": {"d": {"generate": {"rows": 1000, "columns": {"k": {"type": "int64", "distinct": 10}, "v": {"type": "float64"}}}}},
-        "shuffle": {"partitions": 4},
-        "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
-    }, agents=1)  # fmt: skip
-    job = tmp_path / "single.yaml"
-    job.write_text(yaml.safe_dump(doc))
     result_file = tmp_path / "termination-log"
     completed = subprocess.run(
-        [sys.executable, "-m", "sabot_agent", "--job", str(job), "--agent-index", "0", "--flight-port", str(flight_port),
-         "--http-port", str(http_port), "--spill-dir", str(tmp_path / "spill"), "--termination-log", str(result_file),
-         "--peers", f"127.0.0.1:{flight_port}"],
+        [*agent_command(tmp_path, "single", 1, flight_port, http_port, result_file), "--peers", f"127.0.0.1:{flight_port}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=RUN_TIMEOUT, env=child_env(),
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr

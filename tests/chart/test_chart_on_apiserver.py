@@ -37,6 +37,8 @@ OPERATOR_MUST_NOT = [("get", "secrets"), ("create", "deployments.apps"), ("creat
 
 @pytest.fixture(scope="module")
 def apiserver():
+    """A control plane of its own, not the shared `kube_cluster`: helm refuses to install a CRD that
+    other tiers created without helm's ownership labels, so the release must start from an empty one."""
     try:
         binaries = controlplane.ensure_binaries(build=os.environ.get("SABOT_E2E_NO_BUILD") != "1", quiet=True)
     except controlplane.MissingPrerequisite as error:

@@ -29,6 +29,7 @@ for folder in ("operator", "agent"):
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 sys.path.insert(0, str(REPO / "hack" / "realpods"))
 import controlplane  # noqa: E402
+from controlplane import wait_for  # noqa: E402,F401 - also imported from here by the tests
 import node as realnode  # noqa: E402
 
 CRD_FILE = REPO / "crds" / "sabotjob.yaml"
@@ -48,17 +49,6 @@ class RealPodsCluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):
         return self.cp.kubectl(*args, input=input, check=check, timeout=timeout)
-
-
-def wait_for(fn, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 @pytest.fixture(scope="session")
