@@ -260,3 +260,16 @@ def test_operator_validation_reports_what_cel_cannot_see(cluster, namespace, kub
         assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.pipeline.aggregate.groupBy[0]:")
         wait_for(lambda: "InvalidSpec" in events_of(cluster, namespace, "typo"), what="InvalidSpec event")
         assert not agent_pods(cluster, namespace, "typo")
+
+
+def test_active_deadline_fails_a_job_that_runs_too_long(cluster, namespace, kubeconfig_env):
+    """Under kwok the agents never finish, so the job outlives activeDeadlineSeconds: Failed with the
+    reason, and its agents are removed."""
+    with operator(namespace):
+        apply(cluster, namespace, manifest("slow", {"agents": 2, "activeDeadlineSeconds": 3}))
+        live_pods_of_attempt(cluster, namespace, "slow", 1, 2)
+        status = wait_for_status(cluster, namespace, "slow", "phase Failed", lambda s: s.get("phase") == "Failed")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert "activeDeadlineSeconds=3" in ready["message"], status["conditions"]
+        assert any(c.get("reason") == "DeadlineExceeded" for c in status["conditions"]), status["conditions"]
+        wait_for(lambda: not agent_pods(cluster, namespace, "slow"), what="agents removed after the deadline")
