@@ -9,9 +9,9 @@
 #   make e2e           kind cluster + image + helm install + tests/e2e, then delete the cluster
 #                      (needs docker, kind, kubectl; helm is built if missing)
 #
-# helm and checkov live in $(SABOT_CACHE) (outside the repo). `build` is the top Makefile's target.
+# helm and checkov live in $(SABOT_CACHE) (outside the repo). `build` and $(PY) (the .venv's python)
+# come from the top Makefile.
 
-PYTHON      ?= .venv/bin/python
 SABOT_CACHE ?= $(HOME)/.cache/sabot
 export SABOT_CACHE
 
@@ -24,7 +24,7 @@ chart-crd:
 	cp crds/sabotjob.yaml $(CHART_DIR)/files/crds/sabotjob.yaml
 
 chart-check: build
-	$(PYTHON) -m pytest tests/chart tests/image
+	$(PY) -m pytest tests/chart tests/image
 
 helm:
 	@hack/ensure-helm.sh
