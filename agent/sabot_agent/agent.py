@@ -201,7 +201,6 @@ def _main(args: argparse.Namespace) -> int:
         try:
             result = agent.run()
         except JobFailed as exc:
-            agent._update(phase="failed", error=str(exc))
             return _fail(str(exc), args.termination_log)
         line = json.dumps(result, separators=(",", ":"))
         print(line, flush=True)

@@ -138,6 +138,14 @@ class Agent:
     # -- the job ------------------------------------------------------------------------------------
 
     def run(self) -> dict:
+        """Run the job; a failure is shown in /status as phase "failed" and raised as JobFailed."""
+        try:
+            return self._run()
+        except JobFailed as exc:
+            self._update(phase="failed", error=str(exc))
+            raise
+
+    def _run(self) -> dict:
         job, config = self.job, self.config
         if len(config.peers) != config.agent_count:
             raise JobFailed(f"peer list has {len(config.peers)} entries for {config.agent_count} agents")

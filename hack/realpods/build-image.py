@@ -27,7 +27,6 @@ Exit 3 with "missing: ..." when a prerequisite (debootstrap, gcc, the Debian mir
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import io
 import json
