@@ -70,34 +70,28 @@ cdef class MorselExecutor:
 
 
 cdef class TaskSlotManager:
-    """N task slots bounding the concurrent tasks of an agent; tasks share one executor."""
+    """N task slots bounding the concurrent tasks of an agent; the tasks run their kernels on the
+    agent's one MorselExecutor, which shares its threads fairly between them. `executor` names that
+    executor (checked to be one; the manager itself only counts slots)."""
     cdef task_slots.TaskSlotManager* impl
-    cdef readonly MorselExecutor executor
 
     def __cinit__(self, int slots, MorselExecutor executor not None):
         self.impl = new task_slots.TaskSlotManager(slots)
-        self.executor = executor
 
     def __dealloc__(self):
         del self.impl
 
-    def acquire(self, task, timeout=None):
-        """Waits for a free slot; raises TimeoutError if `timeout` seconds pass first."""
+    def acquire(self, task):
+        """Waits (without the GIL) for a free slot; a context manager that releases it on exit.
+        Raises RuntimeError once the manager is closed."""
         cdef string name = task.encode("utf-8")
-        cdef double wait = -1.0 if timeout is None else timeout
-        cdef int64_t slot_id
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        cdef int slot_id
         with nogil:
-            slot_id = self.impl.acquire(name, wait)
-        if slot_id < 0:
-            raise TimeoutError(f"no task slot became free within {timeout} s for task {task!r}")
+            slot_id = self.impl.acquire(name)
         return Slot(self, slot_id)
 
-    def resize(self, int slots):
-        self.impl.resize(slots)
-
     def close(self):
+        """Wakes every waiting acquire with RuntimeError; tasks holding slots keep them until they exit."""
         self.impl.close()
 
     @property
@@ -108,43 +102,22 @@ cdef class TaskSlotManager:
     def busy(self):
         return self.impl.busy()
 
-    def stats(self):
-        return [
-            {
-                "slot": s.slot_id,
-                "busy": s.busy,
-                "retiring": s.retiring,
-                "current_task": s.current_task.decode("utf-8", "replace"),
-                "tasks_run": s.tasks_run,
-                "local_morsels": s.local_morsels,
-                "network_morsels": s.network_morsels,
-                "busy_seconds": s.busy_seconds,
-            }
-            for s in self.impl.stats()
-        ]
-
 
 cdef class Slot:
-    """One acquired task slot; a context manager that releases it on exit."""
+    """One acquired task slot: released when its `with` block exits."""
     cdef TaskSlotManager manager
-    cdef readonly int64_t slot_id
+    cdef int slot_id
     cdef bint held
 
-    def __cinit__(self, TaskSlotManager manager, int64_t slot_id):
+    def __cinit__(self, TaskSlotManager manager, int slot_id):
         self.manager = manager
         self.slot_id = slot_id
         self.held = True
-
-    def record_morsels(self, local=0, network=0):
-        self.manager.impl.record_morsels(self.slot_id, local, network)
-
-    def release(self):
-        if self.held:
-            self.held = False
-            self.manager.impl.release(self.slot_id)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self.release()
+        if self.held:
+            self.held = False
+            self.manager.impl.release(self.slot_id)

@@ -2,19 +2,23 @@
 """Thin wrappers over the native kernels (native/src): hashing, hash partitioning and aggregation.
 
 Arrow memory crosses into C++ through the Arrow C Data Interface (PyCapsules from
-``__arrow_c_array__``) and comes back through ``_import_from_c``: no copies at the boundary. Every
-native call runs without the GIL. The contract is docs/native-api.md.
+``__arrow_c_array__``) and comes back through ``_import_from_c``: no copies at the boundary. A Table
+goes in chunk by chunk (never combined into one batch first). Every native call runs without the
+GIL. The contract is docs/native-api.md.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libcpp.string cimport string
+from libcpp.utility cimport move
 from libcpp.vector cimport vector
 
 from sabot_native cimport aggregate as native_aggregate
+from sabot_native cimport checksum as native_checksum
+from sabot_native.hash cimport hash_rows as native_hash_rows, kDefaultHashSeed
 from sabot_native cimport partition as native_partition
-from sabot_native.arrow_data cimport ArrowArray, ArrowSchema, BatchView, OutputArray, export_array, import_batch
+from sabot_native.arrow_data cimport (ArrowArray, ArrowSchema, BatchView, OutputArray, TableView, export_array,
+                                      import_batch, make_table)
 from sabot_native.executor cimport MorselExecutor as NativeExecutor
-from sabot_native.hash cimport kDefaultHashSeed
 from sabot_native._executor cimport MorselExecutor
 
 import pyarrow as pa
@@ -23,10 +27,7 @@ from sabot_native._executor import DEFAULT_MORSEL_BYTES
 
 DEFAULT_HASH_SEED = kDefaultHashSeed
 
-_FUNCTIONS = ("count", "sum", "min", "max", "mean")
-_STATE_SUFFIXES = {"count": ("count",), "sum": ("sum",), "min": ("min",), "max": ("max",),
-                   "mean": ("sum", "count")}
-_PRIMITIVE_TYPES = {b"l": pa.int64(), b"g": pa.float64()}
+_FUNCTIONS = ("count", "count_all", "sum", "min", "max", "mean")
 
 
 cdef BatchView _import(batch) except *:
@@ -40,6 +41,17 @@ cdef BatchView _import(batch) except *:
     return view
 
 
+cdef TableView _import_table(batches) except *:
+    """A native view of batches with one schema, rows numbered across them (zero-copy)."""
+    cdef vector[BatchView] views
+    for batch in batches:
+        views.push_back(_import(batch))
+    cdef TableView table
+    with nogil:
+        table = make_table(move(views))
+    return table
+
+
 cdef object _export_batch(const OutputArray& array, schema):
     cdef ArrowArray exported
     with nogil:
@@ -48,15 +60,36 @@ cdef object _export_batch(const OutputArray& array, schema):
     return pa.RecordBatch._import_from_c(<uintptr_t>&exported, schema)
 
 
-def _as_batch(data, str argument):
-    """A RecordBatch view of a RecordBatch or Table (one copy only if the table has several chunks)."""
+def _same_dictionary(a, b):
+    """Chunks of one table usually share their dictionary's buffers: compare addresses before values."""
+    if a.offset == b.offset and len(a) == len(b) and all(
+            (x is None and y is None) or (x is not None and y is not None and x.address == y.address)
+            for x, y in zip(a.buffers(), b.buffers())):
+        return True
+    return a.equals(b)
+
+
+def _needs_unified_dictionaries(table):
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            chunks = [chunk for chunk in table.column(index).chunks if len(chunk)]
+            if any(not _same_dictionary(chunk.dictionary, chunks[0].dictionary) for chunk in chunks[1:]):
+                return True
+    return False
+
+
+def _batches_of(data, str argument, bint one_dictionary=False):
+    """The non-empty batches of a RecordBatch or Table (zero-copy), or one empty batch carrying the schema.
+
+    With one_dictionary, the chunks of each dictionary column are given one dictionary (the kernels
+    that carry dictionaries into their output need it; only the indices are rewritten)."""
     if isinstance(data, pa.RecordBatch):
-        return data
+        return [data]
     if isinstance(data, pa.Table):
-        batches = data.combine_chunks().to_batches()
-        if len(batches) == 1:
-            return batches[0]
-        return pa.RecordBatch.from_pylist([], schema=data.schema)
+        if one_dictionary and _needs_unified_dictionaries(data):
+            data = data.unify_dictionaries()
+        batches = [batch for batch in data.to_batches() if batch.num_rows]
+        return batches or [pa.RecordBatch.from_pylist([], schema=data.schema)]
     raise TypeError(f"{argument} must be a pyarrow.RecordBatch or pyarrow.Table, got {type(data).__name__}")
 
 
@@ -86,46 +119,58 @@ def _morsel_bytes_of(executor):
     return DEFAULT_MORSEL_BYTES if executor is None else (<MorselExecutor>executor).morsel_bytes
 
 
-def hash_rows(batch, keys, uint64_t seed=DEFAULT_HASH_SEED):
+def hash_rows(data, keys, uint64_t seed=DEFAULT_HASH_SEED):
     """The documented 64-bit hash (native/README.md) of each row's key columns, as a UInt64Array."""
-    batch = _as_batch(batch, "batch")
+    batches = _batches_of(data, "batch")
     cdef vector[string] names = _key_names(keys)
-    cdef BatchView view = _import(batch)
+    cdef TableView table = _import_table(batches)
     cdef OutputArray hashes
     with nogil:
-        hashes = native_partition.hash_rows(view, names, seed)
+        hashes = native_hash_rows(table, names, seed)
     cdef ArrowArray exported
     with nogil:
         export_array(hashes, &exported)
     return pa.Array._import_from_c(<uintptr_t>&exported, pa.uint64())
 
 
-def partition_batch(batch, keys, int64_t num_partitions, *, uint64_t seed=DEFAULT_HASH_SEED, executor=None):
-    """Splits batch into exactly num_partitions batches by the hash of keys (row order kept within each)."""
-    batch = _as_batch(batch, "batch")
+def partition_batch(data, keys, int64_t num_partitions, *, uint64_t seed=DEFAULT_HASH_SEED, executor=None):
+    """Splits data into exactly num_partitions parts by the hash of keys (row order kept within each).
+
+    A RecordBatch gives RecordBatches; a Table gives Tables (one chunk each, unless a string column with
+    32-bit offsets of a part would exceed 2 GiB in one array)."""
+    batches = _batches_of(data, "batch", one_dictionary=True)
     cdef vector[string] names = _key_names(keys)
     cdef NativeExecutor* native_executor = _executor_of(executor)
     cdef int64_t morsel_bytes = _morsel_bytes_of(executor)
-    cdef BatchView view = _import(batch)
-    cdef vector[OutputArray] parts
+    cdef TableView table = _import_table(batches)
+    cdef vector[vector[OutputArray]] runs
     with nogil:
-        parts = native_partition.partition_batch(view, names, num_partitions, seed, native_executor, morsel_bytes)
-    schema = batch.schema
-    return [_export_batch(parts[i], schema) for i in range(parts.size())]
+        runs = native_partition.partition_table(table, names, num_partitions, seed, native_executor, morsel_bytes)
+    schema = data.schema
+    cdef size_t run, p
+    if isinstance(data, pa.RecordBatch):
+        return [_export_batch(runs[0][p], schema) for p in range(runs[0].size())]
+    parts = [[] for _ in range(num_partitions)]
+    for run in range(runs.size()):
+        for p in range(runs[run].size()):
+            if runs.size() == 1 or runs[run][p].length > 0:
+                parts[p].append(_export_batch(runs[run][p], schema))
+    return [pa.Table.from_batches(batches, schema=schema) for batches in parts]
 
 
-def batch_checksum(batch, executor=None):
+def batch_checksum(data, executor=None):
     """Order-independent 64-bit checksum of all rows: the wrapping sum of the row hashes over all columns.
 
-    Morsel-parallel on `executor` when one is given; the value does not depend on it."""
-    batch = _as_batch(batch, "batch")
+    Morsel-parallel on `executor` when one is given; the value does not depend on it, nor on how a
+    Table is chunked."""
+    batches = _batches_of(data, "batch")
     cdef NativeExecutor* native_executor = _executor_of(executor)
     cdef int64_t morsel_bytes = _morsel_bytes_of(executor)
-    cdef BatchView view = _import(batch)
+    cdef TableView table = _import_table(batches)
     cdef uint64_t seed = DEFAULT_HASH_SEED
     cdef uint64_t checksum
     with nogil:
-        checksum = native_partition.batch_checksum(view, seed, native_executor, morsel_bytes)
+        checksum = native_checksum.batch_checksum(table, seed, native_executor, morsel_bytes)
     return checksum
 
 
@@ -150,45 +195,61 @@ cdef vector[native_aggregate.AggregateSpec] _aggregation_specs(aggregations) exc
     return specs
 
 
-def _needed_columns(table, keys, aggregations, bint final):
+def _needed_columns(table, keys, aggregations):
     """Only the columns the aggregation reads, so others (of any type) are never exported."""
     names = [keys] if isinstance(keys, str) else list(keys)
-    for column, function, output_name in aggregations:
-        if final:
-            names.extend(f"{output_name}__{suffix}" for suffix in _STATE_SUFFIXES[function])
-        else:
-            names.append(column)
+    names.extend(column for column, function, _ in aggregations if not (function == "count_all" and column == ""))
     unique = list(dict.fromkeys(names))
     if all(name in table.schema.names for name in unique):
         return table.select(unique)
     return table  # let the native layer name the unknown column
 
 
-cdef object _run_aggregate(table, keys, aggregations, native_aggregate.AggregateStage stage, executor):
+cdef object _result_type(const native_aggregate.ResultColumn& column, schema):
+    if column.type_of_input >= 0:
+        value_type = schema.field(column.type_of_input).type
+        return value_type.value_type if column.dictionary_value else value_type
+    code = column.format.decode("ascii")
+    if code == "l":
+        return pa.int64()
+    if code == "g":
+        return pa.float64()
+    precision, scale = code[2:].split(",")  # "d:38,S"
+    return pa.decimal128(int(precision), int(scale))
+
+
+cdef tuple _run_aggregate(data, keys, aggregations, native_aggregate.AggregateStage stage, executor):
     cdef vector[string] names = _key_names(keys)
     cdef vector[native_aggregate.AggregateSpec] specs = _aggregation_specs(aggregations)
     cdef NativeExecutor* native_executor = _executor_of(executor)
     cdef int64_t morsel_bytes = _morsel_bytes_of(executor)
-    if isinstance(table, pa.Table) or isinstance(table, pa.RecordBatch):
-        table = _needed_columns(table, keys, aggregations, stage == native_aggregate.AggregateStage.kFinal)
-    batch = _as_batch(table, "table")
-    cdef BatchView view = _import(batch)
+    if stage != native_aggregate.AggregateStage.kFinal and isinstance(data, (pa.Table, pa.RecordBatch)):
+        data = _needed_columns(data, keys, aggregations)
+    batches = _batches_of(data, "table", one_dictionary=True)
+    input_schema = batches[0].schema
+    cdef TableView table = _import_table(batches)
     cdef native_aggregate.AggregateResult result
     with nogil:
-        result = native_aggregate.aggregate(view, names, specs, stage, native_executor, morsel_bytes)
+        result = native_aggregate.aggregate(table, names, specs, stage, native_executor, morsel_bytes)
+    cdef size_t i
     fields = []
-    for column in result.columns:
-        name = column.name.decode("utf-8")
-        if column.type_of_input >= 0:
-            fields.append(pa.field(name, batch.schema.field(column.type_of_input).type))
-        else:
-            fields.append(pa.field(name, _PRIMITIVE_TYPES[column.format]))
-    return pa.Table.from_batches([_export_batch(result.batch, pa.schema(fields))])
+    for i in range(result.columns.size()):
+        fields.append(pa.field(result.columns[i].name.decode("utf-8"), _result_type(result.columns[i], input_schema)))
+    schema = pa.schema(fields)
+    output = pa.Table.from_batches([_export_batch(result.batches[i], schema) for i in range(result.batches.size())],
+                                   schema=schema)
+    stats = {
+        "strategy": result.stats.strategy.decode("ascii"),
+        "radix_partitions": result.stats.radix_partitions,
+        "radix_partitions_used": result.stats.radix_partitions_used,
+        "groups": result.stats.groups,
+    }
+    return output, stats
 
 
 def aggregate_partial(table, keys, aggregations, executor=None):
-    """Per-group partial state (<as>__count, <as>__sum, <as>__min, <as>__max); key columns keep their names."""
-    return _run_aggregate(table, keys, aggregations, native_aggregate.AggregateStage.kPartial, executor)
+    """Per-group partial state; key columns keep their names (the state columns are internal)."""
+    return _run_aggregate(table, keys, aggregations, native_aggregate.AggregateStage.kPartial, executor)[0]
 
 
 def aggregate_final(partials, keys, aggregations, executor=None):
@@ -201,10 +262,26 @@ def aggregate_final(partials, keys, aggregations, executor=None):
     for partial in partials:
         if not isinstance(partial, pa.Table):
             raise TypeError(f"partials must be pyarrow Tables, got {type(partial).__name__}")
-    combined = partials[0] if len(partials) == 1 else pa.concat_tables(partials)
-    return _run_aggregate(combined, keys, aggregations, native_aggregate.AggregateStage.kFinal, executor)
+    combined = partials[0] if len(partials) == 1 else pa.concat_tables(partials)  # zero-copy: chunks are kept
+    return _run_aggregate(combined, keys, aggregations, native_aggregate.AggregateStage.kFinal, executor)[0]
 
 
 def aggregate(table, keys, aggregations, executor=None):
     """Group-by in one go: the same results as aggregate_final([aggregate_partial(table, ...)], ...)."""
-    return _run_aggregate(table, keys, aggregations, native_aggregate.AggregateStage.kComplete, executor)
+    return _run_aggregate(table, keys, aggregations, native_aggregate.AggregateStage.kComplete, executor)[0]
+
+
+def _aggregate_with_stats(table, keys, aggregations, executor=None, stage="complete"):
+    """aggregate (or, with stage="partial" / "final", aggregate_partial / aggregate_final on one table)
+    returning (result, stats): the strategy taken, radix partitions made and used, and groups. For tests
+    and diagnostics; the numbers never change a result."""
+    cdef native_aggregate.AggregateStage native_stage
+    if stage == "complete":
+        native_stage = native_aggregate.AggregateStage.kComplete
+    elif stage == "partial":
+        native_stage = native_aggregate.AggregateStage.kPartial
+    elif stage == "final":
+        native_stage = native_aggregate.AggregateStage.kFinal
+    else:
+        raise ValueError(f"stage must be complete, partial or final, got {stage!r}")
+    return _run_aggregate(table, keys, aggregations, native_stage, executor)

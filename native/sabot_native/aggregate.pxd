@@ -1,9 +1,10 @@
 # Declarations for native/src/aggregate.h.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
+from libcpp cimport bool
 from libcpp.string cimport string
 from libcpp.vector cimport vector
 
-from sabot_native.arrow_data cimport BatchView, OutputArray
+from sabot_native.arrow_data cimport OutputArray, TableView
 from sabot_native.errors cimport raise_py_error
 from sabot_native.executor cimport MorselExecutor
 
@@ -22,12 +23,20 @@ cdef extern from "aggregate.h" namespace "sabot" nogil:
     cdef struct ResultColumn:
         string name
         int type_of_input
+        bool dictionary_value
         string format
 
-    cdef cppclass AggregateResult:
-        OutputArray batch
-        vector[ResultColumn] columns
+    cdef cppclass AggregateStats:
+        string strategy
+        uint32_t radix_partitions
+        uint32_t radix_partitions_used
+        int64_t groups
 
-    AggregateResult aggregate(const BatchView& input, const vector[string]& keys,
+    cdef cppclass AggregateResult:
+        vector[OutputArray] batches
+        vector[ResultColumn] columns
+        AggregateStats stats
+
+    AggregateResult aggregate(const TableView& input, const vector[string]& keys,
                               const vector[AggregateSpec]& aggregations, AggregateStage stage,
                               MorselExecutor* executor, int64_t morsel_bytes) except +raise_py_error

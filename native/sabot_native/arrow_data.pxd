@@ -28,8 +28,13 @@ cdef extern from "arrow_data.h" namespace "sabot" nogil:
         int64_t num_rows
         vector[ColumnView] columns
 
+    cdef cppclass TableView:
+        vector[BatchView] batches
+        int64_t num_rows
+
     cdef cppclass OutputArray:
         int64_t length
 
     BatchView import_batch(const ArrowSchema* schema, ArrowArray* array) except +raise_py_error
+    TableView make_table(vector[BatchView] batches) except +raise_py_error
     void export_array(const OutputArray& array, ArrowArray* out) except +raise_py_error

@@ -11,6 +11,7 @@
 // as an ArrowArray whose release callback drops those references.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -77,8 +78,11 @@ enum class Layout {
   kBinary,        // string/binary with 32-bit offsets
   kLargeBinary,   // large_string/large_binary with 64-bit offsets
   kDictionary,    // integer indices (byte_width, index_signed) into `dictionary`
-  kUnsupported,   // nested and view types: a column kernels may pass by but never read
+  kUnsupported,   // nested and view types: a column kernels may pass by but never read (only count
+                  // reads its validity)
 };
+
+struct OutputArray;
 
 // A read-only view of one column. Row i of the column lives at physical index offset + i of every
 // buffer.
@@ -88,6 +92,9 @@ struct ColumnView {
   Layout layout = Layout::kFixedBytes;
   int byte_width = 0;         // fixed-width layouts and dictionary indices; 0 for var-binary and bool
   bool index_signed = false;  // dictionary indices only
+  int decimal_precision = 0;  // decimals ("d:p,s[,bits]"): p, and s below; 0 for every other type
+  int decimal_scale = 0;
+  bool null_type = false;     // Arrow's null type: every row is null and there are no buffers
   int64_t length = 0;
   int64_t offset = 0;
   bool has_nulls = false;            // false means validity may be ignored
@@ -96,10 +103,13 @@ struct ColumnView {
   const uint8_t* offsets = nullptr;   // var-binary offsets (int32 or int64)
   std::shared_ptr<const ColumnView> dictionary;  // dictionary values (a flat column)
   const ArrowArray* dictionary_array = nullptr;   // to share the dictionary with outputs
+  // A view of an intermediate result (view_output): the shared dictionary it already carries.
+  std::shared_ptr<const OutputArray> output_dictionary;
   std::shared_ptr<const void> owner;               // keeps the memory above alive
 
   bool is_valid(int64_t row) const { return !has_nulls || bit_is_set(validity, offset + row); }
   bool is_var_binary() const { return layout == Layout::kBinary || layout == Layout::kLargeBinary; }
+  bool is_decimal128() const { return decimal_precision > 0 && byte_width == 16; }
 
   // Start and end byte offsets of row `row` of a var-binary column.
   int64_t value_begin(int64_t row) const {
@@ -116,6 +126,14 @@ struct ColumnView {
 // Throws UnsupportedType naming the column and its format if the column has Layout::kUnsupported.
 void require_supported(const ColumnView& column, const char* role);
 
+// Whether a column carries a validity bitmap a kernel may read even when it cannot read the values:
+// true for every layout except unions and run-end encoding (which keep nulls elsewhere).
+bool validity_readable(const ColumnView& column);
+
+// True if the two columns hold the same values (used to check that the chunks of a table share one
+// dictionary: bytes, validity and length must match).
+bool same_values(const ColumnView& a, const ColumnView& b);
+
 struct BatchView {
   int64_t num_rows = 0;
   std::vector<ColumnView> columns;
@@ -128,6 +146,33 @@ struct BatchView {
 // columns. Columns of types no kernel reads (nested, view types) get Layout::kUnsupported; kernels
 // call require_supported before touching a column. After the call `array->release` is null: the view owns the data.
 BatchView import_batch(const ArrowSchema* schema, ArrowArray* array);
+
+// A table: one or more batches with the same columns, rows numbered consecutively across them (the
+// "global" row number; row r of batch b is global row starts[b] + r). Kernels read tables chunk by
+// chunk, so a table of any size is read without first combining it into one batch (which cannot be
+// done for more than 2 GiB of string data with 32-bit offsets).
+struct TableView {
+  std::vector<BatchView> batches;  // at least one, possibly with zero rows (it carries the schema)
+  std::vector<int64_t> starts;     // batches.size() + 1 entries; starts.back() == num_rows
+  int64_t num_rows = 0;
+
+  const BatchView& first() const { return batches.front(); }
+  int num_columns() const { return static_cast<int>(batches.front().columns.size()); }
+  int column_index(const std::string& name, const char* role) const { return first().column_index(name, role); }
+  // Throws InvalidArgument unless every batch's column `column` has the dictionary of batch 0 (the
+  // Python layer unifies the dictionaries of a table's chunks before calling a kernel that needs it).
+  void require_one_dictionary(int column) const;
+};
+
+// Checks that the batches have the same column names and formats and numbers their rows. Throws
+// InvalidArgument for an empty list or differing schemas.
+TableView make_table(std::vector<BatchView> batches);
+
+// Resolves key names to column indices, checking that there is at least one and that each exists.
+std::vector<int> resolve_keys(const BatchView& batch, const std::vector<std::string>& keys);
+
+// Average bytes per row of the given columns over the whole table, for sizing morsels.
+double estimated_row_bytes(const TableView& table, const std::vector<int>& columns);
 
 // A buffer for output arrays: 64-byte aligned, never null (at least 64 bytes are allocated), owned by
 // whoever holds the pointer.
@@ -153,12 +198,28 @@ OutputArray make_struct(int64_t length, std::vector<OutputArray> columns);
 // and releases them when the consumer calls out->release.
 void export_array(const OutputArray& array, ArrowArray* out);
 
-// A read-only view of an OutputArray that has the same layout as `like` (used to run kernels over
-// intermediate results). The view keeps `array` alive.
-ColumnView view_output(const std::shared_ptr<const OutputArray>& array, const ColumnView& like);
+// A read-only view of an OutputArray that has the same type as `like` (used to run kernels over
+// intermediate results); `layout` overrides like's layout (a string column scattered with 64-bit
+// offsets is viewed as kLargeBinary). The view keeps `array` alive.
+ColumnView view_output(const std::shared_ptr<const OutputArray>& array, const ColumnView& like, Layout layout);
 
-// Copies rows `rows[0..count)` of `column` into a new array of the same type (dictionary columns keep
-// sharing their dictionary).
-OutputArray gather_column(const ColumnView& column, const int64_t* rows, int64_t count);
+// Bytes of row `row`'s value in a var-binary column (0 for a null and for other layouts).
+inline int64_t value_size(const ColumnView& column, int64_t row) {
+  return column.is_var_binary() ? column.value_end(row) - column.value_begin(row) : 0;
+}
+
+// Copies rows into a new array of the sources' type: output row i is row rows[i] of
+// sources[source_of[i]] (source_of may be null: every row comes from sources[0]); a negative row gives
+// a null. Every source must have the same type, except that var-binary sources may differ in offset
+// width; the output gets 64-bit offsets if `large_offsets` and throws Overflow if 32-bit offsets cannot
+// hold the data. Dictionary columns keep sharing the (one) dictionary of sources[0].
+OutputArray gather_rows(const std::vector<const ColumnView*>& sources, const uint32_t* source_of, const int64_t* rows,
+                        int64_t count, bool large_offsets);
+
+// Sets an OutputArray's validity from one byte per row (non-zero = valid); no buffer when all valid.
+void set_validity_from_bytes(OutputArray* out, const uint8_t* valid, int64_t count);
+
+// Largest value bytes one array with 32-bit offsets can hold.
+constexpr int64_t kMaxBinaryBytes = INT32_MAX;
 
 }  // namespace sabot

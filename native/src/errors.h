@@ -1,5 +1,5 @@
 // Error kinds raised by native code. The Cython layer maps each kind to one Python exception type
-// in exactly one place (sabot_native/_errors.pxd), so C++ stays free of Python.
+// in exactly one place (raise_py_error in native/sabot_native/errors.pxd), so C++ stays free of Python.
 #pragma once
 
 #include <stdexcept>

@@ -222,6 +222,35 @@ void MorselExecutor::shutdown() noexcept {
   workers_.clear();
 }
 
+KernelRunner::KernelRunner(MorselExecutor* executor, int64_t morsel_bytes)
+    : executor_(executor), morsel_bytes_(morsel_bytes) {
+  if (morsel_bytes <= 0) throw InvalidArgument("morsel_bytes must be > 0, got " + std::to_string(morsel_bytes));
+}
+
+std::vector<MorselRange> KernelRunner::split(int64_t num_rows, double bytes_per_row) const {
+  return split_morsels(num_rows, bytes_per_row, morsel_bytes_);
+}
+
+std::vector<MorselRange> KernelRunner::split_batches(const std::vector<int64_t>& starts, double bytes_per_row) const {
+  std::vector<MorselRange> morsels;
+  for (size_t b = 0; b + 1 < starts.size(); ++b) {
+    for (MorselRange morsel : split_morsels(starts[b + 1] - starts[b], bytes_per_row, morsel_bytes_)) {
+      morsel.offset += starts[b];
+      morsel.batch = b;
+      morsels.push_back(morsel);
+    }
+  }
+  return morsels;
+}
+
+void KernelRunner::run(size_t count, const std::function<void(size_t)>& task) const {
+  if (executor_ != nullptr && count > 0) {
+    executor_->parallel_for(count, task);
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) task(i);
+}
+
 ExecutorStats MorselExecutor::stats() const noexcept {
   ExecutorStats s;
   uint64_t queued = 0;

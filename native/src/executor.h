@@ -24,6 +24,9 @@ namespace sabot {
 struct MorselRange {
   int64_t offset;
   int64_t length;
+  // Input made of several batches (a table's chunks): the batch the morsel lies in. The offset then
+  // counts rows across all batches; a morsel never spans two batches.
+  size_t batch = 0;
 };
 
 // Splits rows into morsels of about target_bytes each (at least one row per morsel). Zero rows give
@@ -88,5 +91,22 @@ class MorselExecutor {
 
 // The number of cores this process may run on (sched_getaffinity), at least 1.
 int available_cores() noexcept;
+
+// Runs the morsels of one kernel call: on a MorselExecutor when one is given (which raises
+// ExecutorShutdown once it was shut down), otherwise inline on the calling thread, one after another.
+class KernelRunner {
+ public:
+  KernelRunner(MorselExecutor* executor, int64_t morsel_bytes);
+
+  std::vector<MorselRange> split(int64_t num_rows, double bytes_per_row) const;
+  // Morsels of consecutive batches whose rows are numbered across them: batch b holds rows
+  // [starts[b], starts[b + 1]). Each morsel lies in one batch.
+  std::vector<MorselRange> split_batches(const std::vector<int64_t>& starts, double bytes_per_row) const;
+  void run(size_t count, const std::function<void(size_t)>& task) const;
+
+ private:
+  MorselExecutor* executor_;
+  int64_t morsel_bytes_;
+};
 
 }  // namespace sabot

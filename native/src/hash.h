@@ -1,7 +1,8 @@
 // The partition hash: a seeded 64-bit hash of a row's key columns, identical in every process and on
-// every machine (it depends only on the values, never on addresses, ASLR or PYTHONHASHSEED). The full
-// specification, with the reasons for each choice, is in native/README.md; golden vectors are in
-// tests/native/hash_golden.json.
+// every machine (it depends only on the values, never on addresses, ASLR or PYTHONHASHSEED). This is
+// the one definition of a value's hash: partitioning, aggregation, hash_rows and batch_checksum all
+// use it. The full specification, with the reasons for each choice, is in native/README.md; golden
+// vectors are in tests/native/hash_golden.json.
 //
 // value hash (per column, per row):
 //   null                            -> kNullHash
@@ -17,14 +18,21 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "arrow_data.h"
 
 namespace sabot {
 
-// "sabot-h1" in ASCII.
+// "sabot-h1" in ASCII: the seed of the exchange between processes (partition_batch's default).
 constexpr uint64_t kDefaultHashSeed = 0x7361626F742D6831ULL;
+// "sabot-a1" in ASCII: the seed the aggregation hashes keys with inside one process, for its radix
+// partitions and hash-table slots. It must differ from the exchange's seed: a reducer receives only
+// rows whose exchange hash has the same high bits, and with the same hash its radix partitioning
+// (also high bits) would fill only 1/N of its partitions after an N-way exchange.
+constexpr uint64_t kAggregateHashSeed = 0x7361626F742D6131ULL;
 // "NULLNULL" in ASCII: the value hash of a null, whatever the seed and type.
 constexpr uint64_t kNullHash = 0x4E554C4C4E554C4CULL;
 // 2^64 / golden ratio, the splitmix64 increment.
@@ -65,25 +73,50 @@ inline uint32_t partition_of(uint64_t hash, uint32_t partitions) {
 // XXH64 (xxHash specification, 64-bit variant) of `length` bytes.
 uint64_t xxh64(const uint8_t* data, size_t length, uint64_t seed);
 
-// Hashes rows of a fixed set of key columns. Construction prepares per-column state (the hashes of
-// every dictionary value, computed once) so hash() can be called for many row ranges concurrently.
+// Hashes rows of a fixed set of columns of one batch. Construction prepares per-column state (the
+// hashes of every dictionary value, computed once) so hash() can be called for many row ranges
+// concurrently. Integer and float columns go through a fused, branch-free loop compiled for the
+// baseline ISA and for AVX-512 (picked once at run time); other layouts hash value by value.
 class KeyHasher {
  public:
-  // Throws UnsupportedType naming the column if a key column's type cannot be hashed.
-  KeyHasher(const BatchView& batch, const std::vector<int>& key_columns, uint64_t seed);
+  // Throws UnsupportedType naming the column (as a `role` column) if its type cannot be hashed.
+  // `previous` (optional), a hasher of the same columns of another chunk of the same table, lends
+  // its dictionary hashes where the dictionaries are the same.
+  KeyHasher(const BatchView& batch, const std::vector<int>& columns, uint64_t seed, const char* role = "key",
+            const KeyHasher* previous = nullptr);
 
   // Writes the row hashes of rows [begin, end) to out[0 .. end - begin).
   void hash(int64_t begin, int64_t end, uint64_t* out) const;
+  uint64_t hash_one(int64_t row) const {
+    uint64_t h;
+    hash(row, row + 1, &h);
+    return h;
+  }
 
  private:
   struct KeyColumn {
     const ColumnView* column;
-    std::vector<uint64_t> dictionary_hashes;  // dictionary columns: value hash per dictionary entry
+    int fast_kind;  // the fused loop's type, or 0 for the value-by-value path
+    std::shared_ptr<const std::vector<uint64_t>> dictionary_hashes;  // value hash per dictionary entry
   };
   void hash_column(const KeyColumn& key, int64_t begin, int64_t end, bool first, uint64_t* out) const;
 
   uint64_t seed_;
   std::vector<KeyColumn> keys_;
 };
+
+// One KeyHasher per batch of `table` over the same columns (dictionary hashes shared between chunks
+// that share a dictionary).
+std::vector<std::unique_ptr<KeyHasher>> make_hashers(const TableView& table, const std::vector<int>& columns,
+                                                     uint64_t seed, const char* role = "key");
+
+// The row hashes of `keys` for every row of the table, in row order, as a uint64 array.
+OutputArray hash_rows(const TableView& table, const std::vector<std::string>& keys, uint64_t seed);
+
+// Key equality consistent with the hash (equal values hash equal): nulls equal nulls, floats compare
+// normalized (-0.0 == 0.0, NaN == NaN), dictionary values compare decoded, and strings equal their
+// large_string form. Row `a` of column `x` against row `b` of column `y` (the same column of two
+// chunks or partitions, or the same view twice).
+bool values_equal(const ColumnView& x, int64_t a, const ColumnView& y, int64_t b);
 
 }  // namespace sabot

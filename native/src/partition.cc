@@ -12,14 +12,15 @@ namespace sabot {
 namespace {
 
 // Copies fixed-width values of one morsel to their partitions. A compile-time width turns the memcpy
-// into a single load and store.
+// into a single load and store. `values` points at the value of the morsel batch's row 0, which is row
+// `base` in the numbering across batches the layout uses.
 template <int kWidth>
-void scatter_fixed_morsel(const uint8_t* values, int64_t width, const MorselRange& morsel,
+void scatter_fixed_morsel(const uint8_t* values, int64_t width, int64_t base, const MorselRange& morsel,
                           const uint32_t* partition_of_row, uint8_t* const* outputs, int64_t* cursors) {
   const int64_t step = kWidth > 0 ? kWidth : width;
   for (int64_t row = morsel.offset; row < morsel.offset + morsel.length; ++row) {
     const uint32_t partition = partition_of_row[row];
-    std::memcpy(outputs[partition] + cursors[partition] * step, values + row * step,
+    std::memcpy(outputs[partition] + cursors[partition] * step, values + (row - base) * step,
                 static_cast<size_t>(step));
     ++cursors[partition];
   }
@@ -51,14 +52,16 @@ struct BitScatter {
     zeros.assign(bytes.size(), 0);
   }
 
+  // bit_of(local row of the morsel's batch)
   template <typename BitOf>
   void scatter(const PartitionLayout& layout, size_t morsel, BitOf bit_of) {
     std::vector<int64_t> cursors = morsel_cursors(layout, morsel);
     std::vector<uint8_t*> outputs = pointers_of(bytes);
     const MorselRange& range = layout.morsels[morsel];
+    const int64_t base = layout.batch_starts[range.batch];
     for (int64_t row = range.offset; row < range.offset + range.length; ++row) {
       const uint32_t partition = layout.partition_of_row[row];
-      outputs[partition][cursors[partition]++] = bit_of(row);
+      outputs[partition][cursors[partition]++] = bit_of(row - base);
     }
   }
 
@@ -85,26 +88,32 @@ struct BitScatter {
 // phase costs one dispatch on the executor.
 class ColumnScatter {
  public:
-  ColumnScatter(const ColumnView& column, const PartitionLayout& layout) : column_(column), layout_(layout) {
-    require_supported(column, "input");
-    if (column.is_var_binary()) byte_starts_.assign(layout.morsels.size() * layout.num_partitions, 0);
+  ColumnScatter(const ScatterSources& sources, const PartitionLayout& layout, bool widen_offsets)
+      : sources_(sources), column_(*sources.front()), layout_(layout), widen_offsets_(widen_offsets) {
+    require_supported(column_, "input");
+    out_large_ = column_.layout == Layout::kLargeBinary;
+    for (const ColumnView* source : sources_) nulls_ = nulls_ || source->has_nulls;
+    if (column_.is_var_binary()) byte_starts_.assign(layout.morsels.size() * layout.num_partitions, 0);
   }
 
   bool needs_byte_counts() const { return column_.is_var_binary(); }
-  bool has_bits() const { return column_.has_nulls || column_.layout == Layout::kBool; }
+  bool has_bits() const { return nulls_ || column_.layout == Layout::kBool; }
+  Layout output_layout() const { return column_.is_var_binary() && out_large_ ? Layout::kLargeBinary : column_.layout; }
 
   // Var-binary: bytes each morsel sends to each partition.
   void count_bytes(size_t morsel) {
     int64_t* counts = byte_starts_.data() + morsel * layout_.num_partitions;
     const MorselRange& range = layout_.morsels[morsel];
+    const ColumnView& column = *sources_[range.batch];
+    const int64_t base = layout_.batch_starts[range.batch];
     for (int64_t row = range.offset; row < range.offset + range.length; ++row) {
-      counts[layout_.partition_of_row[row]] += column_.value_end(row) - column_.value_begin(row);
+      counts[layout_.partition_of_row[row]] += column.value_end(row - base) - column.value_begin(row - base);
     }
   }
 
   void allocate() {
     const uint32_t partitions = layout_.num_partitions;
-    if (column_.has_nulls) validity_.allocate(layout_);
+    if (nulls_) validity_.allocate(layout_);
     if (column_.layout == Layout::kBool) {
       bool_values_.allocate(layout_);
     } else if (column_.is_var_binary()) {
@@ -117,10 +126,10 @@ class ColumnScatter {
   }
 
   void scatter(size_t morsel) {
-    const ColumnView& column = column_;
-    if (column.has_nulls) {
+    const ColumnView& column = *sources_[layout_.morsels[morsel].batch];
+    if (nulls_) {
       validity_.scatter(layout_, morsel, [&](int64_t row) {
-        return static_cast<uint8_t>(bit_is_set(column.validity, column.offset + row));
+        return static_cast<uint8_t>(column.is_valid(row));
       });
     }
     if (column.layout == Layout::kBool) {
@@ -128,14 +137,14 @@ class ColumnScatter {
         return static_cast<uint8_t>(bit_is_set(column.values, column.offset + row));
       });
     } else if (column.is_var_binary()) {
-      scatter_var_binary(morsel);
+      out_large_ ? scatter_var_binary<true>(morsel) : scatter_var_binary<false>(morsel);
     } else {
       scatter_fixed(morsel);
     }
   }
 
   void pack(uint32_t partition) {
-    if (column_.has_nulls) validity_.pack(layout_, partition);
+    if (nulls_) validity_.pack(layout_, partition);
     if (column_.layout == Layout::kBool) bool_values_.pack(layout_, partition);
   }
 
@@ -147,7 +156,7 @@ class ColumnScatter {
     for (uint32_t p = 0; p < partitions; ++p) {
       OutputArray& output = outputs[p];
       output.length = layout_.partition_rows[p];
-      const bool nulls = column_.has_nulls && validity_.zeros[p] > 0;
+      const bool nulls = nulls_ && validity_.zeros[p] > 0;
       output.null_count = nulls ? validity_.zeros[p] : 0;
       output.buffers.push_back(nulls ? std::move(validity_.bits[p]) : nullptr);
       if (column_.layout == Layout::kBool) {
@@ -164,11 +173,10 @@ class ColumnScatter {
   }
 
  private:
-  bool large() const { return column_.layout == Layout::kLargeBinary; }
-
   void allocate_var_binary() {
     const uint32_t partitions = layout_.num_partitions;
     const size_t morsels = layout_.morsels.size();
+    std::vector<int64_t> totals(partitions, 0);
     for (uint32_t p = 0; p < partitions; ++p) {
       int64_t running = 0;
       for (size_t m = 0; m < morsels; ++m) {
@@ -176,21 +184,28 @@ class ColumnScatter {
         byte_starts_[m * partitions + p] = running;
         running += count;
       }
-      if (!large() && running > INT32_MAX) {
-        throw Overflow("partition " + std::to_string(p) + " of column '" + column_.name +
-                       "' needs more than 2 GiB of data; use large_string/large_binary");
+      totals[p] = running;
+      if (!out_large_ && running > kMaxBinaryBytes) {
+        if (!widen_offsets_) {
+          throw Overflow("partition " + std::to_string(p) + " of column '" + column_.name +
+                         "' needs more than 2 GiB of data; use large_string/large_binary");
+        }
+        out_large_ = true;  // every partition of the column then gets 64-bit offsets
       }
+    }
+    for (uint32_t p = 0; p < partitions; ++p) {
       const int64_t rows = layout_.partition_rows[p];
-      offsets_.push_back(allocate_buffer((rows + 1) * (large() ? 8 : 4)));
-      values_.push_back(allocate_buffer(running));
-      if (large()) {
-        reinterpret_cast<int64_t*>(offsets_[p].get())[rows] = running;
+      offsets_.push_back(allocate_buffer((rows + 1) * (out_large_ ? 8 : 4)));
+      values_.push_back(allocate_buffer(totals[p]));
+      if (out_large_) {
+        reinterpret_cast<int64_t*>(offsets_[p].get())[rows] = totals[p];
       } else {
-        reinterpret_cast<int32_t*>(offsets_[p].get())[rows] = static_cast<int32_t>(running);
+        reinterpret_cast<int32_t*>(offsets_[p].get())[rows] = static_cast<int32_t>(totals[p]);
       }
     }
   }
 
+  template <bool kLargeOut>
   void scatter_var_binary(size_t morsel) {
     const uint32_t partitions = layout_.num_partitions;
     std::vector<int64_t> row_cursors = morsel_cursors(layout_, morsel);
@@ -199,17 +214,19 @@ class ColumnScatter {
     std::vector<uint8_t*> offsets = pointers_of(offsets_);
     std::vector<uint8_t*> data = pointers_of(values_);
     const MorselRange& range = layout_.morsels[morsel];
+    const ColumnView& column = *sources_[range.batch];
+    const int64_t base = layout_.batch_starts[range.batch];
     for (int64_t row = range.offset; row < range.offset + range.length; ++row) {
       const uint32_t p = layout_.partition_of_row[row];
-      const int64_t begin = column_.value_begin(row);
-      const int64_t size = column_.value_end(row) - begin;
+      const int64_t begin = column.value_begin(row - base);
+      const int64_t size = column.value_end(row - base) - begin;
       const int64_t position = byte_cursors[p];
-      if (large()) {
+      if constexpr (kLargeOut) {
         reinterpret_cast<int64_t*>(offsets[p])[row_cursors[p]] = position;
       } else {
         reinterpret_cast<int32_t*>(offsets[p])[row_cursors[p]] = static_cast<int32_t>(position);
       }
-      std::memcpy(data[p] + position, column_.values + begin, static_cast<size_t>(size));
+      std::memcpy(data[p] + position, column.values + begin, static_cast<size_t>(size));
       byte_cursors[p] = position + size;
       ++row_cursors[p];
     }
@@ -217,23 +234,29 @@ class ColumnScatter {
 
   void scatter_fixed(size_t morsel) {
     const int64_t width = column_.byte_width;
-    const uint8_t* values = column_.values + column_.offset * width;
+    const MorselRange& range = layout_.morsels[morsel];
+    const ColumnView& column = *sources_[range.batch];
+    const uint8_t* values = column.values + column.offset * width;
+    const int64_t base = layout_.batch_starts[range.batch];
     std::vector<int64_t> cursors = morsel_cursors(layout_, morsel);
     std::vector<uint8_t*> outputs = pointers_of(values_);
-    const MorselRange& range = layout_.morsels[morsel];
     const uint32_t* rows = layout_.partition_of_row.data();
     switch (width) {
-      case 1: return scatter_fixed_morsel<1>(values, width, range, rows, outputs.data(), cursors.data());
-      case 2: return scatter_fixed_morsel<2>(values, width, range, rows, outputs.data(), cursors.data());
-      case 4: return scatter_fixed_morsel<4>(values, width, range, rows, outputs.data(), cursors.data());
-      case 8: return scatter_fixed_morsel<8>(values, width, range, rows, outputs.data(), cursors.data());
-      case 16: return scatter_fixed_morsel<16>(values, width, range, rows, outputs.data(), cursors.data());
-      default: return scatter_fixed_morsel<0>(values, width, range, rows, outputs.data(), cursors.data());
+      case 1: return scatter_fixed_morsel<1>(values, width, base, range, rows, outputs.data(), cursors.data());
+      case 2: return scatter_fixed_morsel<2>(values, width, base, range, rows, outputs.data(), cursors.data());
+      case 4: return scatter_fixed_morsel<4>(values, width, base, range, rows, outputs.data(), cursors.data());
+      case 8: return scatter_fixed_morsel<8>(values, width, base, range, rows, outputs.data(), cursors.data());
+      case 16: return scatter_fixed_morsel<16>(values, width, base, range, rows, outputs.data(), cursors.data());
+      default: return scatter_fixed_morsel<0>(values, width, base, range, rows, outputs.data(), cursors.data());
     }
   }
 
-  const ColumnView& column_;
+  const ScatterSources& sources_;
+  const ColumnView& column_;  // batch 0's: the type every batch shares
   const PartitionLayout& layout_;
+  const bool widen_offsets_;
+  bool out_large_ = false;
+  bool nulls_ = false;
   BitScatter validity_;
   BitScatter bool_values_;
   std::vector<std::shared_ptr<uint8_t>> values_;   // fixed-width values or var-binary bytes
@@ -241,43 +264,69 @@ class ColumnScatter {
   std::vector<int64_t> byte_starts_;               // var-binary: [morsel * partitions + partition]
 };
 
+// Bytes of 32-bit-offset string/binary data in a batch: what limits how many batches one partitioning
+// run may combine.
+std::vector<int64_t> small_offset_bytes(const BatchView& batch) {
+  std::vector<int64_t> bytes;
+  for (const ColumnView& column : batch.columns) {
+    // (dictionary columns copy only their indices; the dictionary is shared)
+    const bool small = column.layout == Layout::kBinary;
+    bytes.push_back(small && batch.num_rows > 0 ? column.value_end(batch.num_rows - 1) - column.value_begin(0) : 0);
+  }
+  return bytes;
+}
+
+std::vector<OutputArray> partition_run(const TableView& table, const std::vector<int>& key_columns,
+                                       uint32_t num_partitions, uint64_t seed, const KernelRunner& runner) {
+  const std::vector<std::unique_ptr<KeyHasher>> hashers = make_hashers(table, key_columns, seed);
+  std::vector<int> all_columns(static_cast<size_t>(table.num_columns()));
+  for (size_t i = 0; i < all_columns.size(); ++i) all_columns[i] = static_cast<int>(i);
+  const PartitionLayout layout = plan_partitions(
+      num_partitions, runner.split_batches(table.starts, estimated_row_bytes(table, all_columns)), table.starts,
+      [&](const MorselRange& morsel, uint64_t* out) {
+        const int64_t begin = morsel.offset - table.starts[morsel.batch];
+        hashers[morsel.batch]->hash(begin, begin + morsel.length, out);
+      },
+      nullptr, runner);
+
+  std::vector<ScatterSources> columns(all_columns.size());
+  for (size_t c = 0; c < columns.size(); ++c) {
+    for (const BatchView& batch : table.batches) columns[c].push_back(&batch.columns[c]);
+  }
+  std::vector<ScatteredColumn> scattered = scatter_columns(columns, layout, runner, false);
+  std::vector<std::vector<OutputArray>> columns_by_partition(num_partitions);
+  for (ScatteredColumn& column : scattered) {
+    for (size_t p = 0; p < column.parts.size(); ++p) columns_by_partition[p].push_back(std::move(column.parts[p]));
+  }
+  std::vector<OutputArray> batches;
+  for (size_t p = 0; p < columns_by_partition.size(); ++p) {
+    batches.push_back(make_struct(layout.partition_rows[p], std::move(columns_by_partition[p])));
+  }
+  return batches;
+}
+
 }  // namespace
 
-KernelRunner::KernelRunner(MorselExecutor* executor, int64_t morsel_bytes)
-    : executor_(executor), morsel_bytes_(morsel_bytes) {
-  if (morsel_bytes <= 0) throw InvalidArgument("morsel_bytes must be > 0, got " + std::to_string(morsel_bytes));
-}
-
-std::vector<MorselRange> KernelRunner::split(int64_t num_rows, double bytes_per_row) const {
-  return split_morsels(num_rows, bytes_per_row, morsel_bytes_);
-}
-
-void KernelRunner::run(size_t count, const std::function<void(size_t)>& task) const {
-  if (executor_ != nullptr && count > 0) {
-    executor_->parallel_for(count, task);
-    return;
-  }
-  for (size_t i = 0; i < count; ++i) task(i);
-}
-
-PartitionLayout plan_partitions(int64_t num_rows, uint32_t num_partitions, std::vector<MorselRange> morsels,
-                                const std::function<void(int64_t, int64_t, uint64_t*)>& hash_rows,
+PartitionLayout plan_partitions(uint32_t num_partitions, std::vector<MorselRange> morsels,
+                                std::vector<int64_t> batch_starts,
+                                const std::function<void(const MorselRange&, uint64_t*)>& hash_morsel,
                                 uint64_t* keep_hashes, const KernelRunner& runner) {
   PartitionLayout layout;
   layout.num_partitions = num_partitions;
   layout.morsels = std::move(morsels);
-  layout.partition_of_row.resize(static_cast<size_t>(num_rows));
+  layout.batch_starts = std::move(batch_starts);
+  layout.partition_of_row.resize(static_cast<size_t>(layout.batch_starts.back()));
   layout.morsel_starts.assign(layout.morsels.size() * num_partitions, 0);
   layout.partition_rows.assign(num_partitions, 0);
   runner.run(layout.morsels.size(), [&](size_t m) {
     const MorselRange& morsel = layout.morsels[m];
-    std::vector<uint64_t> scratch;
+    std::unique_ptr<uint64_t[]> scratch;
     uint64_t* hashes = keep_hashes != nullptr ? keep_hashes + morsel.offset : nullptr;
     if (hashes == nullptr) {
-      scratch.resize(static_cast<size_t>(morsel.length));
-      hashes = scratch.data();
+      scratch.reset(new uint64_t[static_cast<size_t>(morsel.length)]);  // not zero-filled: fully written
+      hashes = scratch.get();
     }
-    hash_rows(morsel.offset, morsel.offset + morsel.length, hashes);
+    hash_morsel(morsel, hashes);
     uint32_t* partition_of_row = layout.partition_of_row.data() + morsel.offset;
     int64_t* counts = layout.morsel_starts.data() + m * num_partitions;
     for (int64_t i = 0; i < morsel.length; ++i) {
@@ -298,13 +347,13 @@ PartitionLayout plan_partitions(int64_t num_rows, uint32_t num_partitions, std::
   return layout;
 }
 
-std::vector<std::vector<OutputArray>> scatter_columns(const std::vector<const ColumnView*>& columns,
-                                                      const PartitionLayout& layout, const KernelRunner& runner) {
+std::vector<ScatteredColumn> scatter_columns(const std::vector<ScatterSources>& columns, const PartitionLayout& layout,
+                                             const KernelRunner& runner, bool widen_offsets) {
   std::vector<std::unique_ptr<ColumnScatter>> scatters;
   bool byte_counts = false;
   bool bits = false;
-  for (const ColumnView* column : columns) {
-    scatters.push_back(std::make_unique<ColumnScatter>(*column, layout));
+  for (const ScatterSources& sources : columns) {
+    scatters.push_back(std::make_unique<ColumnScatter>(sources, layout, widen_offsets));
     byte_counts = byte_counts || scatters.back()->needs_byte_counts();
     bits = bits || scatters.back()->has_bits();
   }
@@ -325,72 +374,43 @@ std::vector<std::vector<OutputArray>> scatter_columns(const std::vector<const Co
       for (auto& scatter : scatters) scatter->pack(static_cast<uint32_t>(p));
     });
   }
-  std::vector<std::vector<OutputArray>> outputs;
-  for (auto& scatter : scatters) outputs.push_back(scatter->finish());
+  std::vector<ScatteredColumn> outputs;
+  for (auto& scatter : scatters) outputs.push_back({scatter->finish(), scatter->output_layout()});
   return outputs;
 }
 
-std::vector<int> resolve_keys(const BatchView& batch, const std::vector<std::string>& keys) {
-  if (keys.empty()) throw InvalidArgument("keys must name at least one column, got an empty list");
-  std::vector<int> indices;
-  for (const std::string& key : keys) indices.push_back(batch.column_index(key, "key"));
-  return indices;
-}
-
-double estimated_row_bytes(const BatchView& batch, const std::vector<int>& columns) {
-  double bytes = 0;
-  for (int index : columns) {
-    const ColumnView& column = batch.columns[static_cast<size_t>(index)];
-    if (column.is_var_binary() && batch.num_rows > 0) {
-      bytes += (column.layout == Layout::kBinary ? 4 : 8) +
-               static_cast<double>(column.value_end(batch.num_rows - 1) - column.value_begin(0)) /
-                   static_cast<double>(batch.num_rows);
-    } else {
-      bytes += column.byte_width > 0 ? column.byte_width : 1;
-    }
-  }
-  return bytes;
-}
-
-std::vector<OutputArray> partition_batch(const BatchView& batch, const std::vector<std::string>& keys,
-                                         int64_t num_partitions, uint64_t seed, MorselExecutor* executor,
-                                         int64_t morsel_bytes) {
+std::vector<std::vector<OutputArray>> partition_table(const TableView& table, const std::vector<std::string>& keys,
+                                                      int64_t num_partitions, uint64_t seed, MorselExecutor* executor,
+                                                      int64_t morsel_bytes) {
   if (num_partitions <= 0 || num_partitions > UINT32_MAX) {
     throw InvalidArgument("num_partitions must be between 1 and 2^32-1, got " + std::to_string(num_partitions));
   }
-  const std::vector<int> key_columns = resolve_keys(batch, keys);
-  for (const ColumnView& column : batch.columns) require_supported(column, "input");
+  const std::vector<int> key_columns = resolve_keys(table.first(), keys);
+  for (const ColumnView& column : table.first().columns) require_supported(column, "input");
+  for (int c = 0; c < table.num_columns(); ++c) table.require_one_dictionary(c);
   const KernelRunner runner(executor, morsel_bytes);
-  const KeyHasher hasher(batch, key_columns, seed);
-  std::vector<int> all_columns(batch.columns.size());
-  for (size_t i = 0; i < all_columns.size(); ++i) all_columns[i] = static_cast<int>(i);
-  const PartitionLayout layout = plan_partitions(
-      batch.num_rows, static_cast<uint32_t>(num_partitions),
-      runner.split(batch.num_rows, estimated_row_bytes(batch, all_columns)),
-      [&](int64_t begin, int64_t end, uint64_t* out) { hasher.hash(begin, end, out); }, nullptr, runner);
 
-  std::vector<const ColumnView*> columns;
-  for (const ColumnView& column : batch.columns) columns.push_back(&column);
-  std::vector<std::vector<OutputArray>> scattered = scatter_columns(columns, layout, runner);
-  std::vector<std::vector<OutputArray>> columns_by_partition(static_cast<size_t>(num_partitions));
-  for (std::vector<OutputArray>& parts : scattered) {
-    for (size_t p = 0; p < parts.size(); ++p) columns_by_partition[p].push_back(std::move(parts[p]));
+  // Runs of consecutive batches whose 32-bit-offset data fits one array per column.
+  std::vector<std::vector<OutputArray>> runs;
+  size_t begin = 0;
+  while (begin < table.batches.size()) {
+    std::vector<int64_t> totals = small_offset_bytes(table.batches[begin]);
+    size_t end = begin + 1;
+    while (end < table.batches.size()) {
+      const std::vector<int64_t> next = small_offset_bytes(table.batches[end]);
+      bool fits = true;
+      for (size_t c = 0; c < totals.size(); ++c) fits = fits && totals[c] + next[c] <= kMaxBinaryBytes;
+      if (!fits) break;
+      for (size_t c = 0; c < totals.size(); ++c) totals[c] += next[c];
+      ++end;
+    }
+    std::vector<BatchView> batches(table.batches.begin() + static_cast<ptrdiff_t>(begin),
+                                   table.batches.begin() + static_cast<ptrdiff_t>(end));
+    runs.push_back(partition_run(make_table(std::move(batches)), key_columns, static_cast<uint32_t>(num_partitions),
+                                 seed, runner));
+    begin = end;
   }
-  std::vector<OutputArray> batches;
-  for (size_t p = 0; p < columns_by_partition.size(); ++p) {
-    batches.push_back(make_struct(layout.partition_rows[p], std::move(columns_by_partition[p])));
-  }
-  return batches;
-}
-
-OutputArray hash_rows(const BatchView& batch, const std::vector<std::string>& keys, uint64_t seed) {
-  const KeyHasher hasher(batch, resolve_keys(batch, keys), seed);
-  auto values = allocate_buffer(batch.num_rows * 8);
-  hasher.hash(0, batch.num_rows, reinterpret_cast<uint64_t*>(values.get()));
-  OutputArray out;
-  out.length = batch.num_rows;
-  out.buffers = {nullptr, std::move(values)};
-  return out;
+  return runs;
 }
 
 }  // namespace sabot

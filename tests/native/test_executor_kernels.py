@@ -50,12 +50,19 @@ def test_results_come_back_in_input_order():
 def test_first_error_is_raised_in_the_caller():
     rows = 400_000
     values = np.ones(rows, dtype=np.int64)
-    # Two huge values with one key in the middle of the batch: only the morsel holding them overflows.
-    values[250_000] = values[250_001] = 2**62 + 2**61
-    table = pa.table({"key": np.zeros(rows, dtype=np.int64), "value": values})
+    # Two huge decimals with one key in the middle of the batch: only the morsel holding them overflows
+    # (their 128-bit sum wraps), and that morsel's error reaches the caller.
+    huge = 9 * 10**37  # twice that exceeds 2^127
+    words = np.zeros((rows, 2), dtype=np.uint64)
+    words[:, 0] = values.astype(np.uint64)
+    for row in (250_000, 250_001):
+        words[row] = [huge & (2**64 - 1), huge >> 64]
+    decimals = pa.Array.from_buffers(pa.decimal128(38, 0), rows, [None, pa.py_buffer(words)])
+    table = pa.table({"key": np.zeros(rows, dtype=np.int64), "value": decimals})
     with sn.MorselExecutor(threads=2, morsel_bytes=64 * 1024) as ex:
         with pytest.raises(OverflowError, match="value"):
             sn.aggregate(table, ["key"], [("value", "sum", "total")], executor=ex)
+        assert ex.stats()["morsels_failed"] == 1
         # The pool survives a failed job and keeps serving.
         ok = sn.aggregate(table.slice(0, 1000), ["key"], [("value", "sum", "total")], executor=ex)
         assert ok.column("total").to_pylist() == [1000]

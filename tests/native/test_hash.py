@@ -302,3 +302,26 @@ def test_hash_rows_bad_input_raises_clear_errors():
         sn.hash_rows(batch, [])
     with pytest.raises(TypeError, match="RecordBatch"):
         sn.hash_rows({"k": [1]}, ["k"])
+
+
+def test_hash_rows_and_checksum_of_a_table_of_many_chunks_equal_its_combined_batch():
+    batch = mixed_batch(3000, 7)
+    sizes = [0, 1, 1022, 0, 977, 500]
+    chunks, offset = [], 0
+    for size in sizes:
+        chunks.append(batch.slice(offset, size))
+        offset += size
+    chunks.append(batch.slice(offset))
+    table = pa.Table.from_batches(chunks, schema=batch.schema)
+    assert table.column(0).num_chunks == len(sizes) + 1
+    names = batch.schema.names
+    assert sn.hash_rows(table, names).equals(sn.hash_rows(batch, names))
+    assert sn.hash_rows(table, ["s", "d"]).equals(sn.hash_rows(batch, ["s", "d"]))
+    with sn.MorselExecutor(threads=2, morsel_bytes=4096) as executor:
+        assert sn.batch_checksum(table, executor=executor) == sn.batch_checksum(batch)
+    assert sn.batch_checksum(table) == sn.batch_checksum(batch)
+    # chunks whose dictionaries differ hash by decoded value
+    other = pa.Table.from_batches([pa.record_batch({"d": pa.array(["q", "d1"]).dictionary_encode()}),
+                                   pa.record_batch({"d": pa.array(["d1"]).dictionary_encode()})])
+    assert sn.hash_rows(other, ["d"]).to_pylist()[1:] == [sn.hash_rows(other, ["d"]).to_pylist()[1]] * 2
+    assert sn.hash_rows(pa.Table.from_batches([], schema=batch.schema), names).to_pylist() == []

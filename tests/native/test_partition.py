@@ -234,3 +234,49 @@ def test_executor_that_was_shut_down_raises():
     executor.shutdown()
     with pytest.raises(RuntimeError):
         sn.partition_batch(mixed_batch(), ["i64"], 4, executor=executor)
+
+
+def chunked(batch, sizes):
+    """The batch's rows as a Table of chunks of the given sizes (zero-row chunks included)."""
+    chunks, offset = [], 0
+    for size in sizes:
+        chunks.append(batch.slice(offset, size))
+        offset += size
+    chunks.append(batch.slice(offset))
+    return pa.Table.from_batches(chunks, schema=batch.schema)
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_a_table_of_many_chunks_partitions_like_its_combined_batch(threads):
+    batch = mixed_batch(rows=5000)
+    table = chunked(batch, [0, 1, 700, 0, 1299, 3, 997])
+    assert table.column(0).num_chunks == 8
+    executor = None if threads is None else sn.MorselExecutor(threads=threads, morsel_bytes=2048)
+    try:
+        for keys in (["i64"], ["s", "dict"], ["fsb", "flag"]):
+            parts = sn.partition_batch(table, keys, 6, executor=executor)
+            expected = sn.partition_batch(batch, keys, 6)
+            assert all(isinstance(part, pa.Table) for part in parts)
+            assert [part.num_rows for part in parts] == [part.num_rows for part in expected]
+            for part, want in zip(parts, expected):
+                assert part.column(0).num_chunks == 1  # well under 2 GiB: one array per partition
+                assert part.schema == batch.schema
+                assert part.to_batches()[0].equals(want) if part.num_rows else want.num_rows == 0
+            check_partitioning(batch, [part.combine_chunks().to_batches()[0] if part.num_rows else
+                                       batch.slice(0, 0) for part in parts], keys, 6)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+def test_chunks_with_different_dictionaries_are_unified():
+    first = pa.record_batch({"d": pa.array(["x", "y", "x"]).dictionary_encode(), "row": pa.array([0, 1, 2])})
+    second = pa.record_batch({"d": pa.array(["z", "x"]).dictionary_encode(), "row": pa.array([3, 4])})
+    table = pa.Table.from_batches([first, second])
+    assert not table.column("d").chunk(0).dictionary.equals(table.column("d").chunk(1).dictionary)
+    parts = sn.partition_batch(table, ["d"], 3)
+    rows = {row["row"]: row["d"] for part in parts for row in part.to_pylist()}
+    assert rows == {0: "x", 1: "y", 2: "x", 3: "z", 4: "x"}
+    plain = pa.Table.from_batches([first, second]).unify_dictionaries().combine_chunks()
+    assert [sorted(p.column("row").to_pylist()) for p in parts] == [
+        sorted(p.column("row").to_pylist()) for p in sn.partition_batch(plain.to_batches()[0], ["d"], 3)]

@@ -1,4 +1,4 @@
-"""TaskSlotManager: bounded concurrency, blocking acquire, elastic resize that never interrupts a task."""
+"""TaskSlotManager: bounded concurrency with a blocking acquire (a context manager), total/busy, close."""
 import threading
 import time
 
@@ -13,139 +13,72 @@ def executor():
         yield ex
 
 
-def test_acquire_blocks_when_all_slots_busy(executor):
+def wait_until(predicate, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_acquire_blocks_while_all_slots_are_busy_and_wakes_on_release(executor):
     slots = TaskSlotManager(2, executor)
-    first = slots.acquire("a")
-    second = slots.acquire("b")
-    assert slots.busy == 2
-    with pytest.raises(TimeoutError, match="task 'c'"):
-        slots.acquire("c", timeout=0.05)
-    first.release()
-    third = slots.acquire("c", timeout=1)
-    assert {s["current_task"] for s in slots.stats()} == {"b", "c"}
-    second.release()
-    third.release()
+    assert slots.total == 2 and slots.busy == 0
+    first = slots.acquire("a").__enter__()
+    with slots.acquire("b"):
+        assert slots.busy == 2
+        got = threading.Event()
+
+        def third():
+            with slots.acquire("c"):
+                got.set()
+
+        waiter = threading.Thread(target=third)
+        waiter.start()
+        time.sleep(0.1)
+        assert not got.is_set(), "acquire must block while every slot is held"
+        first.__exit__(None, None, None)
+        assert got.wait(5), "releasing a slot must wake the waiter"
+        waiter.join(5)
     assert slots.busy == 0
 
 
-def test_waiting_acquire_wakes_when_a_slot_is_released(executor):
-    slots = TaskSlotManager(1, executor)
-    held = slots.acquire("holder")
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(slots.acquire("waiter", timeout=5)))
-    waiter.start()
-    time.sleep(0.05)
-    assert got == []
-    held.release()
-    waiter.join(5)
-    assert len(got) == 1 and slots.stats()[0]["current_task"] == "waiter"
-    got[0].release()
-
-
-def test_stats_count_tasks_morsels_and_busy_time(executor):
-    slots = TaskSlotManager(1, executor)
-    with slots.acquire("map") as slot:
-        slot.record_morsels(local=3, network=2)
-        time.sleep(0.02)
-    with slots.acquire("reduce") as slot:
-        slot.record_morsels(network=5)
-    (stats,) = slots.stats()
-    assert stats["tasks_run"] == 2
-    assert stats["local_morsels"] == 3 and stats["network_morsels"] == 7
-    assert stats["busy_seconds"] >= 0.02
-    assert stats["busy"] is False and stats["current_task"] == ""
-
-
-def test_shrink_retires_busy_slots_only_after_their_task_ends(executor):
+def test_concurrency_never_exceeds_the_slots(executor):
     slots = TaskSlotManager(3, executor)
-    held = [slots.acquire(f"t{i}") for i in range(3)]
-    slots.resize(1)
-    assert slots.total == 1
-    assert slots.busy == 3, "a shrink must not interrupt running tasks"
-    assert sum(s["retiring"] for s in slots.stats()) == 2
-    held[2].release()
-    held[1].release()
-    assert len(slots.stats()) == 1
-    with pytest.raises(TimeoutError):
-        slots.acquire("new", timeout=0.05)
-    held[0].release()
-    with slots.acquire("new", timeout=1):
-        assert slots.busy == 1
-
-
-def test_shrink_removes_free_slots_first(executor):
-    slots = TaskSlotManager(3, executor)
-    busy = slots.acquire("kept")
-    slots.resize(1)
-    stats = slots.stats()
-    assert len(stats) == 1 and stats[0]["current_task"] == "kept" and not stats[0]["retiring"]
-    busy.release()
-
-
-def test_grow_brings_back_retiring_slots_before_adding_new_ones(executor):
-    slots = TaskSlotManager(2, executor)
-    held = [slots.acquire("a"), slots.acquire("b")]
-    slots.resize(1)
-    slots.resize(3)
-    stats = slots.stats()
-    assert len(stats) == 3 and not any(s["retiring"] for s in stats)
-    for slot in held:
-        slot.release()
-
-
-def test_resize_under_load_bounds_concurrency(executor):
-    slots = TaskSlotManager(4, executor)
     lock = threading.Lock()
     state = {"running": 0, "peak": 0, "done": 0}
-    stop = threading.Event()
 
     def worker():
-        while not stop.is_set():
-            try:
-                slot = slots.acquire("work", timeout=0.2)
-            except TimeoutError:
-                continue
-            with lock:
-                state["running"] += 1
-                state["peak"] = max(state["peak"], state["running"])
-            time.sleep(0.002)
-            with lock:
-                state["running"] -= 1
-                state["done"] += 1
-            slot.release()
+        for _ in range(20):
+            with slots.acquire("work"):
+                with lock:
+                    state["running"] += 1
+                    state["peak"] = max(state["peak"], state["running"])
+                time.sleep(0.001)
+                with lock:
+                    state["running"] -= 1
+                    state["done"] += 1
 
     workers = [threading.Thread(target=worker) for _ in range(6)]
     for w in workers:
         w.start()
-    try:
-        time.sleep(0.3)
-        assert state["peak"] == 4
-        slots.resize(1)
-        deadline = time.monotonic() + 5
-        while len(slots.stats()) > 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(slots.stats()) == 1, "retiring slots must drain"
-        with lock:
-            state["peak"] = state["running"]
-        time.sleep(0.3)
-        assert state["peak"] <= 1
-        slots.resize(3)
-        with lock:
-            state["peak"] = 0
-        time.sleep(0.3)
-        assert 1 < state["peak"] <= 3
-    finally:
-        stop.set()
-        for w in workers:
-            w.join(5)
+    for w in workers:
+        w.join(30)
     assert not any(w.is_alive() for w in workers)
-    assert sum(s["tasks_run"] for s in slots.stats()) <= state["done"]
-    assert slots.busy == 0
+    assert state["done"] == 120 and state["peak"] == 3 and slots.busy == 0
 
 
-def test_close_wakes_waiters_with_an_error(executor):
+def test_a_slot_is_released_when_its_block_raises(executor):
     slots = TaskSlotManager(1, executor)
-    held = slots.acquire("holder")
+    with pytest.raises(KeyError):
+        with slots.acquire("fails"):
+            raise KeyError("boom")
+    assert slots.busy == 0
+    with slots.acquire("next"):
+        assert slots.busy == 1
+
+
+def test_close_wakes_waiters_with_an_error_and_running_tasks_keep_their_slot(executor):
+    slots = TaskSlotManager(1, executor)
     errors = []
 
     def wait():
@@ -154,29 +87,38 @@ def test_close_wakes_waiters_with_an_error(executor):
         except RuntimeError as error:
             errors.append(str(error))
 
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.05)
-    slots.close()
+    with slots.acquire("holder"):
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.05)
+        slots.close()
+        waiter.join(5)
+        assert errors == ["the task slot manager is closed (task 'waiter')"]
+        assert slots.busy == 1
+    assert slots.busy == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        slots.acquire("late")
+
+
+def test_waiting_acquire_does_not_hold_the_gil(executor):
+    slots = TaskSlotManager(1, executor)
+    with slots.acquire("holder"):
+        waiter = threading.Thread(target=lambda: slots.acquire("waiter").__exit__(None, None, None))
+        waiter.start()
+        spins, started = 0, time.monotonic()
+        while time.monotonic() - started < 0.1:
+            spins += 1
+        assert spins > 10_000
     waiter.join(5)
-    assert errors == ["the task slot manager is closed"]
-    held.release()
+    assert wait_until(lambda: slots.busy == 0)
 
 
 @pytest.mark.parametrize("bad", [0, -3])
 def test_non_positive_slot_counts_are_rejected(executor, bad):
     with pytest.raises(ValueError, match="slots must be > 0"):
         TaskSlotManager(bad, executor)
-    slots = TaskSlotManager(1, executor)
-    with pytest.raises(ValueError, match="slots must be > 0"):
-        slots.resize(bad)
 
 
-def test_releasing_twice_is_harmless_and_negative_timeout_rejected(executor):
-    slots = TaskSlotManager(1, executor)
-    slot = slots.acquire("a")
-    slot.release()
-    slot.release()
-    assert slots.busy == 0
-    with pytest.raises(ValueError, match="timeout must be >= 0"):
-        slots.acquire("b", timeout=-1)
+def test_the_executor_must_be_a_morsel_executor():
+    with pytest.raises(TypeError):
+        TaskSlotManager(1, "threads")
