@@ -9,6 +9,7 @@ NATIVE_SOURCES := $(wildcard native/src/*.h native/src/*.inc native/src/*.cc nat
 .PHONY: run test build bench clean
 
 include hack/cluster/cluster.mk
+include hack/s3/s3.mk
 include hack/ship.mk
 
 run: build
@@ -21,6 +22,7 @@ run: build
 test: build
 	hack/cluster/ensure-binaries.sh || [ $$? -eq 3 ]
 	hack/ensure-helm.sh >/dev/null || [ $$? -eq 3 ]
+	hack/s3/ensure-seaweedfs.sh >/dev/null || [ $$? -eq 3 ]
 	hack/ensure-checkov.sh >/dev/null || [ $$? -eq 3 ]
 	hack/ensure-prometheus.sh >/dev/null || [ $$? -eq 3 ]
 	hack/realpods/ensure.sh || [ $$? -eq 3 ]

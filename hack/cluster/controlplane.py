@@ -47,7 +47,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ENSURE_SCRIPT = HERE / "ensure-binaries.sh"
-MISSING_EXIT = 3  # ensure-binaries.sh exit code for "a prerequisite is missing"
+MISSING_EXIT = 3  # the ensure-*.sh scripts' exit code for "a prerequisite is missing"
 
 FAKE_NODE = "kwok-node-0"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -118,16 +118,13 @@ class Binaries:
         return str(self.bin_dir / "kubectl")
 
 
-def ensure_binaries(build: bool = True, quiet: bool = False) -> Binaries:
-    """Return the cached binaries, building them first if `build` (minutes when cold).
+def run_ensure_script(script: Path, build: bool, not_built: str, failure: type[Exception], quiet: bool = False) -> str:
+    """Run an ensure-*.sh script (with --check when not `build`), streaming its progress to stderr
+    (unless quiet), and return the last line of its stdout (the path it prints).
 
-    Raises MissingPrerequisite naming what is missing (Go, the module proxy, etcd).
-    """
-    versions = read_versions()
-    if not shutil.which("openssl"):
-        raise MissingPrerequisite("missing: openssl CLI (apt-get install openssl)")
-    args = ["bash", str(ENSURE_SCRIPT)] + ([] if build else ["--check"])
-    # Stream the script's progress to our stderr (unless quiet) and keep it for the error message.
+    Exit 3 or a "missing: ..." line raises MissingPrerequisite naming what is missing; a --check that
+    finds nothing built raises MissingPrerequisite(not_built); any other failure raises `failure`."""
+    args = ["bash", str(script)] + ([] if build else ["--check"])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines: list[str] = []
     assert proc.stderr is not None and proc.stdout is not None
@@ -140,25 +137,33 @@ def ensure_binaries(build: bool = True, quiet: bool = False) -> Binaries:
     rc = proc.wait()
     if rc != 0:
         if not build:
-            raise MissingPrerequisite(
-                f"Kubernetes {versions['KUBE_VERSION']} binaries are not built yet: "
-                f"run hack/cluster/ensure-binaries.sh"
-            )
-        msg = next((l for l in reversed(err_lines) if "missing:" in l),
-                   err_lines[-1] if err_lines else "")
+            raise MissingPrerequisite(not_built)
+        msg = next((l for l in reversed(err_lines) if "missing:" in l), err_lines[-1] if err_lines else "")
         if rc == MISSING_EXIT or "missing:" in msg:
             raise MissingPrerequisite(msg.split("ERROR:", 1)[-1].strip())
-        raise ControlPlaneError(f"ensure-binaries.sh failed (exit {rc}): {msg}")
-    bin_dir = Path(stdout.strip().splitlines()[-1])
+        raise failure(f"{script.name} failed (exit {rc}): {msg}")
+    return stdout.strip().splitlines()[-1]
+
+
+def ensure_binaries(build: bool = True, quiet: bool = False) -> Binaries:
+    """Return the cached binaries, building them first if `build` (minutes when cold).
+
+    Raises MissingPrerequisite naming what is missing (Go, the module proxy, etcd).
+    """
+    versions = read_versions()
+    if not shutil.which("openssl"):
+        raise MissingPrerequisite("missing: openssl CLI (apt-get install openssl)")
+    not_built = f"Kubernetes {versions['KUBE_VERSION']} binaries are not built yet: run hack/cluster/ensure-binaries.sh"
+    bin_dir = Path(run_ensure_script(ENSURE_SCRIPT, build, not_built, ControlPlaneError, quiet))
     return Binaries(bin_dir=bin_dir, kube_version=versions["KUBE_VERSION"])
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -168,7 +173,7 @@ def _run(cmd: list[str], cwd: Path | None = None) -> None:
         raise ControlPlaneError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
 
 
-def _child_setup(pgid: int, die_with_parent: bool):
+def child_setup(pgid: int, die_with_parent: bool):
     """Runs in the child before exec: join/lead our process group; optionally die with the parent.
 
     pgid 0 makes the child lead a new group. die_with_parent sets PR_SET_PDEATHSIG so a
@@ -321,7 +326,7 @@ class ControlPlane(ProcessSupervisor):
         # One process group for everything, led by the first process started (etcd).
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=self.workdir,
-            preexec_fn=_child_setup(self.ports.get("pgid", 0), self.die_with_parent),
+            preexec_fn=child_setup(self.ports.get("pgid", 0), self.die_with_parent),
         )
         logf.close()
         if "pgid" not in self.ports:
@@ -559,7 +564,7 @@ def run_kubectl(kubectl: str, kubeconfig: Path, *args: str, input: str | None = 
     return proc
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -589,9 +594,9 @@ def stop_pids(pids: dict[str, int], pgid: int | None, grace: float = 10) -> None
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
         deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5)
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in targets):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in targets):
             time.sleep(0.05)
-        if not any(_pid_alive(p) for p in targets):
+        if not any(pid_alive(p) for p in targets):
             return
 
 
@@ -612,7 +617,7 @@ def _cmd_up(args) -> int:
     state_dir = Path(args.state_dir).resolve()
     if (state_dir / "state.json").exists():
         st = json.loads((state_dir / "state.json").read_text())
-        if any(_pid_alive(p) for p in st["pids"].values()):
+        if any(pid_alive(p) for p in st["pids"].values()):
             print(f"controlplane: already running (state in {state_dir}); `make cluster-down` first",
                   file=sys.stderr)
             print(f"export KUBECONFIG={st['kubeconfig']}")
@@ -654,7 +659,7 @@ def _cmd_down(args) -> int:
     if etcd_ptr.exists():
         shutil.rmtree(etcd_ptr.read_text().strip(), ignore_errors=True)
     shutil.rmtree(state_dir, ignore_errors=True)
-    left = [n for n, p in st["pids"].items() if _pid_alive(p)]
+    left = [n for n, p in st["pids"].items() if pid_alive(p)]
     if left:
         print(f"controlplane: still alive after SIGKILL: {left}", file=sys.stderr)
         return 1
@@ -669,9 +674,9 @@ def _cmd_status(args) -> int:
         return 1
     st = json.loads(sf.read_text())
     for n, p in st["pids"].items():
-        print(f"{n:26s} pid {p:<8d} {'running' if _pid_alive(p) else 'DEAD'}")
+        print(f"{n:26s} pid {p:<8d} {'running' if pid_alive(p) else 'DEAD'}")
     print(f"export KUBECONFIG={st['kubeconfig']}")
-    return 0 if all(_pid_alive(p) for p in st["pids"].values()) else 1
+    return 0 if all(pid_alive(p) for p in st["pids"].values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

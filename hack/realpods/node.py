@@ -7,9 +7,12 @@
     ...                             # pods scheduled to node.name run for real; pod IPs reachable from the host
     node.stop()                     # pods' containers, sandboxes, netns, mounts, cgroups, veths, bridge: all gone
 
-Known fixes for this machine (cgroup v1 hybrid, no CAP_SYS_RESOURCE), see ../shared/design/cluster-testing.md:
-containerd `restrict_oom_score_adj = true`, runc (not crun), CNI plugins from /usr/lib/cni, the static
-pause image of build-image.py, kubelet `cgroupDriver: cgroupfs`, `failSwapOn: false`, `--oom-score-adj=0`.
+What this machine (a VM with the cgroup v1 hybrid layout; root, but without CAP_SYS_RESOURCE) needs:
+containerd 1.6 with `restrict_oom_score_adj = true` (otherwise every sandbox fails with "can't get final
+child's PID from pipe"); runc, not crun (crun refuses the hybrid cgroup layout); the CNI plugins of
+Debian's containernetworking-plugins in /usr/lib/cni; the static pause image of build-image.py (no image
+can be pulled); kubelet `cgroupDriver: cgroupfs`, `failSwapOn: false` and `--oom-score-adj=0` (lowering
+its own score to the default -999 needs CAP_SYS_RESOURCE).
 
 Network: a bridge the node creates (`sabot0`, 10.244.0.1/24) with host-local IPAM, `ipMasq: false`, no
 default route in pods beyond the bridge gateway and no NAT: pod traffic reaches the host and other pods
@@ -218,7 +221,7 @@ class Node(controlplane.ProcessSupervisor):
         logf = open(self.workdir / "logs" / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                 cwd=self.workdir, env=env,
-                                preexec_fn=controlplane._child_setup(0, True))
+                                preexec_fn=controlplane.child_setup(0, True))
         logf.close()
         self.procs[name] = proc
         return proc
