@@ -1,7 +1,8 @@
 """`sabot-agent`: one shuffle agent process, configured by flags or SABOT_* environment variables.
 
 With a job it runs the job and exits (0 with a JSON result on stdout, or 1 with a one-line reason on
-stderr and in the termination log). With ``--serve`` and no job it only serves Flight and HTTP until
+stderr and in the termination log; 2, reported the same way before anything starts, for a bad flag,
+SABOT_* variable or job file). With ``--serve`` and no job it only serves Flight and HTTP until
 SIGTERM/SIGINT (tests and benchmarks use that).
 """
 
@@ -15,66 +16,76 @@ import os
 import signal
 import sys
 import threading
+import time
 
-from sabot_agent.jobspec import JobSpecError, load_job_file, parse_memory
+from sabot_agent.jobspec import MAX_AGENTS, MAX_SLOTS, JobSpecError, load_job_file, parse_memory
+from sabot_agent.settings import ENV, MAX_ATTEMPT, MAX_PORT, ArgumentParser, UsageError, integer_in, memory_quantity, seconds
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+USAGE_ERROR = 2  # exit code of a bad flag, variable or job file, reported before anything starts
 
-# flag name -> (environment variable, help)
+# flag name -> help; the environment variable of each is settings.ENV[name]
 _OPTIONS = {
-    "job": ("SABOT_JOB", "job file (a SabotJob manifest)"),
-    "agent_index": ("SABOT_AGENT_INDEX", "this agent's index in the peer list"),
-    "agent_count": ("SABOT_AGENT_COUNT", "number of agents"),
-    "bind_host": ("SABOT_BIND_HOST", "address the servers listen on"),
-    "advertise_host": ("SABOT_ADVERTISE_HOST", "address peers dial (never 0.0.0.0)"),
-    "flight_port": ("SABOT_FLIGHT_PORT", "Arrow Flight port (0: any free port)"),
-    "http_port": ("SABOT_HTTP_PORT", "HTTP port for /metrics /healthz /readyz /status (0: any free port)"),
-    "slots": ("SABOT_SLOTS", "task slots"),
-    "threads": ("SABOT_THREADS", "native executor threads (default: cores available)"),
-    "memory_budget": ("SABOT_MEMORY_BUDGET", "partition store memory before spilling, e.g. 512Mi"),
-    "spill_dir": ("SABOT_SPILL_DIR", "directory for spilled partitions"),
-    "peers": ("SABOT_PEERS", "comma-separated advertised host:port of every agent, in index order"),
-    "attempt": ("SABOT_ATTEMPT", "job attempt number (part of every shuffle id)"),
-    "termination_log": ("SABOT_TERMINATION_LOG", "file that receives the JSON result, or the one-line failure reason"),
-    "startup_timeout": ("SABOT_STARTUP_TIMEOUT", "seconds to wait for every peer to answer"),
-    "shuffle_timeout": ("SABOT_SHUFFLE_TIMEOUT", "seconds to wait for every producer's commit"),
+    "job": "job file (a SabotJob manifest)",
+    "agent_index": "this agent's index in the peer list",
+    "agent_count": "number of agents",
+    "bind_host": "address the servers listen on",
+    "advertise_host": "address peers dial (never 0.0.0.0)",
+    "flight_port": "Arrow Flight port (0: any free port)",
+    "http_port": "HTTP port for /metrics /healthz /readyz /status (0: any free port)",
+    "slots": "task slots",
+    "threads": "native executor threads (default: cores available)",
+    "memory_budget": "partition store memory before spilling, e.g. 512Mi",
+    "spill_dir": "directory for spilled partitions",
+    "peers": "comma-separated advertised host:port of every agent, in index order",
+    "peers_file": "a file the peer list will appear in (one host:port per line), read once the servers listen: "
+    "agents started on port 0 learn each other's ports this way",
+    "attempt": "job attempt number (part of every shuffle id)",
+    "termination_log": "file that receives the JSON result, or the one-line failure reason",
+    "startup_timeout": "seconds to wait for every peer to answer",
+    "shuffle_timeout": "seconds to wait for every producer's commit",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every default is read from the flag's SABOT_* variable as text, so argparse checks it with the
+    flag's type: a bad variable is reported like a bad flag."""
     env = os.environ
 
     def default(name: str, fallback):
-        return env.get(_OPTIONS[name][0], fallback)
+        return env.get(ENV[name], fallback)
 
     def helptext(name: str) -> str:
-        variable, text = _OPTIONS[name]
-        return f"{text} [env {variable}]"
+        return f"{_OPTIONS[name]} [env {ENV[name]}]"
 
-    parser = argparse.ArgumentParser(prog="sabot-agent", description="Sabot shuffle agent")
+    count, port = integer_in(1, MAX_AGENTS), integer_in(0, MAX_PORT)
+    parser = ArgumentParser(prog="sabot-agent", description="Sabot shuffle agent")
     parser.add_argument("--job", default=default("job", None), help=helptext("job"))
     parser.add_argument("--serve", action="store_true", help="serve Flight and HTTP only, without a job, until terminated")
-    parser.add_argument("--agent-index", type=int, default=int(default("agent_index", 0)), help=helptext("agent_index"))
     parser.add_argument(
-        "--agent-count", type=int, default=default("agent_count", None), help=helptext("agent_count") + " (default: the job's spec.agents)"
+        "--agent-index", type=integer_in(0, MAX_AGENTS - 1), default=default("agent_index", "0"), help=helptext("agent_index")
+    )
+    parser.add_argument(
+        "--agent-count", type=count, default=default("agent_count", None), help=helptext("agent_count") + " (default: the job's spec.agents)"
     )
     parser.add_argument("--bind-host", default=default("bind_host", "127.0.0.1"), help=helptext("bind_host"))
     parser.add_argument(
         "--advertise-host", default=default("advertise_host", None), help=helptext("advertise_host") + " (default: the bind host)"
     )
-    parser.add_argument("--flight-port", type=int, default=int(default("flight_port", 0)), help=helptext("flight_port"))
-    parser.add_argument("--http-port", type=int, default=int(default("http_port", 0)), help=helptext("http_port"))
+    parser.add_argument("--flight-port", type=port, default=default("flight_port", "0"), help=helptext("flight_port"))
+    parser.add_argument("--http-port", type=port, default=default("http_port", "0"), help=helptext("http_port"))
     parser.add_argument(
-        "--slots", type=int, default=default("slots", None), help=helptext("slots") + " (default: the job's spec.slotsPerAgent)"
+        "--slots", type=integer_in(1, MAX_SLOTS), default=default("slots", None), help=helptext("slots") + " (default: the job's spec.slotsPerAgent)"
     )
-    parser.add_argument("--threads", type=int, default=default("threads", None), help=helptext("threads"))
-    parser.add_argument("--memory-budget", default=default("memory_budget", None), help=helptext("memory_budget"))
+    parser.add_argument("--threads", type=integer_in(1, MAX_SLOTS), default=default("threads", None), help=helptext("threads"))
+    parser.add_argument("--memory-budget", type=memory_quantity, default=default("memory_budget", None), help=helptext("memory_budget"))
     parser.add_argument("--spill-dir", default=default("spill_dir", "/tmp/sabot-spill"), help=helptext("spill_dir"))
     parser.add_argument("--peers", default=default("peers", ""), help=helptext("peers"))
-    parser.add_argument("--attempt", type=int, default=int(default("attempt", 0)), help=helptext("attempt"))
+    parser.add_argument("--peers-file", default=default("peers_file", None), help=helptext("peers_file"))
+    parser.add_argument("--attempt", type=integer_in(0, MAX_ATTEMPT), default=default("attempt", "0"), help=helptext("attempt"))
     parser.add_argument("--termination-log", default=default("termination_log", DEFAULT_TERMINATION_LOG), help=helptext("termination_log"))
-    parser.add_argument("--startup-timeout", type=float, default=float(default("startup_timeout", 60)), help=helptext("startup_timeout"))
-    parser.add_argument("--shuffle-timeout", type=float, default=float(default("shuffle_timeout", 300)), help=helptext("shuffle_timeout"))
+    parser.add_argument("--startup-timeout", type=seconds, default=default("startup_timeout", "60"), help=helptext("startup_timeout"))
+    parser.add_argument("--shuffle-timeout", type=seconds, default=default("shuffle_timeout", "300"), help=helptext("shuffle_timeout"))
     return parser
 
 
@@ -87,18 +98,33 @@ def _write_termination_log(line: str, termination_log: str | None) -> None:
             with open(termination_log, "w", encoding="utf-8") as handle:
                 handle.write(line + "\n")
         except OSError as exc:
-            print(f"sabot-agent: cannot write termination log {termination_log}: {exc}", file=sys.stderr)
+            print(f"sabot-agent: cannot write termination log {termination_log}: {exc.strerror or exc}", file=sys.stderr, flush=True)
 
 
-def _fail(reason: str, termination_log: str | None) -> int:
+def _fail(reason: str, termination_log: str | None, code: int = 1) -> int:
+    """Report a failure: the termination log first, so that the reason is the last line on stderr even
+    when that log cannot be written (e.g. on the same full disk as the spill directory)."""
     line = " ".join(reason.split())  # Kubernetes shows the termination message; keep it one line
-    print(f"sabot-agent: error: {line}", file=sys.stderr, flush=True)
     _write_termination_log(line, termination_log)
-    return 1
+    print(f"sabot-agent: error: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+def _termination_log_of(argv: list[str] | None) -> str:
+    """The termination log a command line names, for reporting that the rest of it is unusable."""
+    parser = ArgumentParser(add_help=False)
+    parser.add_argument("--termination-log", default=os.environ.get(ENV["termination_log"], DEFAULT_TERMINATION_LOG))
+    try:
+        return parser.parse_known_args(argv)[0].termination_log
+    except UsageError:
+        return os.environ.get(ENV["termination_log"], DEFAULT_TERMINATION_LOG)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(str(exc), _termination_log_of(argv), USAGE_ERROR)
     try:
         return _main(args)
     except KeyboardInterrupt:
@@ -136,35 +162,30 @@ def _main(args: argparse.Namespace) -> int:
     from sabot_agent.runner import Agent, AgentConfig, JobFailed
 
     if not args.job and not args.serve:
-        return _fail("no job: give --job FILE (or SABOT_JOB), or --serve to only serve", args.termination_log)
+        return _fail("no job: give --job FILE (or SABOT_JOB), or --serve to only serve", args.termination_log, USAGE_ERROR)
     job = None
     if args.job:
         try:
             job = load_job_file(args.job, resolve_schema)
         except JobSpecError as exc:
-            return _fail("; ".join(exc.problems), args.termination_log)
-    agent_count = int(args.agent_count) if args.agent_count is not None else (job.agents if job else 1)
-    slots = int(args.slots) if args.slots is not None else (job.slots_per_agent if job else 1)
-    threads = int(args.threads) if args.threads is not None else (job.threads_per_agent if job else None)
-    try:
-        memory_budget = parse_memory(args.memory_budget) if args.memory_budget else (job.memory_budget_bytes if job else None)
-    except ValueError as exc:
-        return _fail(f"--memory-budget: {exc}", args.termination_log)
+            return _fail("; ".join(exc.problems), args.termination_log, USAGE_ERROR)
+    agent_count = args.agent_count if args.agent_count is not None else (job.agents if job else 1)
+    slots = args.slots if args.slots is not None else (job.slots_per_agent if job else 1)
+    threads = args.threads if args.threads is not None else (job.threads_per_agent if job else None)
+    memory_budget = parse_memory(args.memory_budget) if args.memory_budget else (job.memory_budget_bytes if job else None)
     peers = [peer.strip() for peer in args.peers.split(",") if peer.strip()]
     problems = []
     if not 0 <= args.agent_index < agent_count:
         problems.append(f"--agent-index {args.agent_index} is outside [0, {agent_count})")
-    if job is not None and len(peers) != agent_count:
+    if job is not None and not args.peers_file and len(peers) != agent_count:
         problems.append(f"--peers lists {len(peers)} agents, --agent-count is {agent_count}")
-    if slots < 1 or (threads is not None and threads < 1):
-        problems.append("--slots and --threads must be >= 1")
     advertise_host = args.advertise_host or args.bind_host
     if advertise_host in ("0.0.0.0", "::"):
         problems.append(f"--advertise-host {advertise_host} cannot be dialled by peers; give this agent's reachable address")
     if args.flight_port and args.flight_port == args.http_port:
         problems.append("--flight-port and --http-port must differ")
     if problems:
-        return _fail("; ".join(problems), args.termination_log)
+        return _fail("; ".join(problems), args.termination_log, USAGE_ERROR)
 
     config = AgentConfig(
         agent_index=args.agent_index,
@@ -191,6 +212,11 @@ def _main(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
+        if args.peers_file:
+            try:
+                agent.config.peers = _read_peers_file(args.peers_file, agent_count, args.startup_timeout)
+            except ValueError as exc:
+                return _fail(str(exc), args.termination_log, USAGE_ERROR)
         if job is None:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -208,6 +234,23 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         agent.stop()
+
+
+PEERS_FILE_POLL_SECONDS = 0.01
+
+
+def _read_peers_file(path: str, agent_count: int, timeout: float) -> list[str]:
+    """The peer list from a file that appears once every agent listens (written whole, by a rename)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            raise ValueError(f"--peers-file {path} did not appear within {timeout:g}s")
+        time.sleep(PEERS_FILE_POLL_SECONDS)
+    with open(path, encoding="utf-8") as handle:
+        peers = [line.strip() for line in handle.read().replace(",", "\n").splitlines() if line.strip()]
+    if len(peers) != agent_count:
+        raise ValueError(f"--peers-file {path} lists {len(peers)} agents, --agent-count is {agent_count}")
+    return peers
 
 
 def _raise_interrupt(signum, frame):

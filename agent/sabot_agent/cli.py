@@ -1,4 +1,6 @@
-"""`sabot`: run a SabotJob on this machine (`sabot run JOB.yaml`) or check one (`sabot validate JOB.yaml`).
+"""`sabot`: run a SabotJob on this machine (`sabot run JOB.yaml`), check one (`sabot validate JOB.yaml`)
+or show its distributed plan (`sabot explain JOB.yaml`). All three read every input's metadata and
+plan the job first, so a bad file, column or query is one line (exit 2) before anything starts.
 
 `sabot run` starts N agent processes — the same code the pods run — on free loopback ports, shows
 their live progress, prints the first rows of the output and a metrics summary. With --json the last
@@ -17,7 +19,8 @@ import sys
 import tempfile
 import time
 
-from sabot_agent.jobspec import JobSpec, JobSpecError, load_job_file
+from sabot_agent.jobspec import MAX_AGENTS, MAX_SLOTS, JobSpec, JobSpecError, load_job_file
+from sabot_agent.settings import ArgumentParser, UsageError, integer_in, memory_quantity
 
 PROGRESS_INTERVAL_SECONDS = 0.5
 PROCESS_POLL_SECONDS = 0.05
@@ -25,48 +28,65 @@ PREVIEW_ROWS = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sabot", description="Sabot: distributed Arrow shuffle jobs")
+    parser = ArgumentParser(prog="sabot", description="Sabot: distributed Arrow shuffle jobs")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a SabotJob with local agent processes")
     run.add_argument("job", help="job file (a SabotJob manifest)")
-    run.add_argument("--agents", type=int, help="number of agents (default: spec.agents)")
-    run.add_argument("--slots", type=int, help="task slots per agent (default: spec.slotsPerAgent)")
-    run.add_argument("--threads", type=int, help="executor threads per agent (default: cores / agents, at least 1)")
-    run.add_argument("--memory-budget", help="partition store memory per agent before spilling, e.g. 256Mi")
+    run.add_argument("--agents", type=integer_in(1, MAX_AGENTS), help="number of agents (default: spec.agents)")
+    run.add_argument("--slots", type=integer_in(1, MAX_SLOTS), help="task slots per agent (default: spec.slotsPerAgent)")
+    run.add_argument(
+        "--threads", type=integer_in(1, MAX_SLOTS), help="executor threads per agent (default: cores / agents, at least 1)"
+    )
+    run.add_argument(
+        "--memory-budget", type=memory_quantity, help="partition store memory per agent before spilling, e.g. 256Mi"
+    )
     run.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
     run.add_argument("--keep-workdir", action="store_true", help="keep agent logs and spill files")
-    validate = commands.add_parser("validate", help="check a job file and exit")
+    validate = commands.add_parser("validate", help="check a job file (inputs and query included) and exit")
     validate.add_argument("job")
+    explain = commands.add_parser("explain", help="print the job's distributed plan: stages, exchanges, operators, estimates")
+    explain.add_argument("job")
+    for command in (validate, explain):
+        command.add_argument("--agents", type=integer_in(1, MAX_AGENTS), help="number of agents (default: spec.agents)")
+        command.add_argument("--slots", type=integer_in(1, MAX_SLOTS), help="task slots per agent (default: spec.slotsPerAgent)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _rejected(f"error: {exc}", str(exc), "--json" in argv)
     from sabot_agent.inputs import resolve_schema
+
+    from sabot_agent.plan.job import plan_job_inputs
 
     try:
         job = load_job_file(args.job, resolve_schema)
+        agents = args.agents if args.agents is not None else job.agents
+        slots = args.slots if args.slots is not None else job.slots_per_agent
+        plan, _ = plan_job_inputs(job, agents, slots)
     except JobSpecError as exc:
-        print(f"sabot: {exc}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(
-                json.dumps(
-                    {
-                        "status": "Failed",
-                        "reason": "; ".join(exc.problems),
-                        "rows_in": 0,
-                        "rows_out": 0,
-                        "output": None,
-                        "seconds": 0,
-                        "agents": [],
-                    }
-                )
-            )
-        return 2
+        return _rejected(str(exc), "; ".join(exc.problems), getattr(args, "json", False))
     if args.command == "validate":
-        print(f"{args.job}: valid SabotJob {job.name!r}")
+        print(f"{args.job}: valid SabotJob {job.name!r} ({len(plan.stages)} stages on {agents} agents)")
+        return 0
+    if args.command == "explain":
+        from sabot_agent.plan.explain import explain
+
+        print(f"{args.job}: SabotJob {job.name!r}")
+        print(explain(plan, agents, slots))
         return 0
     return run(args, job)
+
+
+def _rejected(message: str, reason: str, as_json: bool) -> int:
+    """A usage or validation error, found before anything started: exit 2."""
+    print(f"sabot: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"status": "Failed", "reason": reason, "rows_in": 0, "rows_out": 0, "output": None, "seconds": 0, "agents": []}))
+    return 2
 
 
 def run(args: argparse.Namespace, job: JobSpec) -> int:
@@ -74,9 +94,6 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
 
     agents = args.agents if args.agents is not None else job.agents
     slots = args.slots if args.slots is not None else job.slots_per_agent
-    if agents < 1 or slots < 1:
-        print("sabot: --agents and --slots must be >= 1", file=sys.stderr)
-        return 2
     threads = args.threads or job.threads_per_agent or max(1, len(os.sched_getaffinity(0)) // agents)
     _remove_stale_parts(job)
     workdir = tempfile.mkdtemp(prefix=f"sabot-{job.name}-")
@@ -208,9 +225,12 @@ class Progress:
     def _line(index: int, status: dict | None) -> str:
         if status is None:
             return f"  agent {index}: starting"
+        stages = status.get("stages") or []
+        done = sum(1 for stage in stages if stage.get("state") in ("done", "skipped"))
+        where = f"{status.get('phase', '?')} ({done}/{len(stages)} stages)" if stages else status.get("phase", "?")
         return (
-            f"  agent {index}: {status.get('phase', '?'):<8} in {status.get('rows_in', 0):>10,}  mapped {status.get('rows_mapped', 0):>10,}  "
-            f"shuffled {status.get('rows_shuffled', 0):>10,}  out {status.get('rows_out', 0):>10,}"
+            f"  agent {index}: {where:<22} in {status.get('rows_in', 0):>12,}  exchanged {status.get('rows_shuffled', 0):>11,}  "
+            f"out {status.get('rows_out', 0):>10,}"
         )
 
     def finish(self) -> None:
@@ -238,18 +258,20 @@ def _print_report(job: JobSpec, summary: dict, stream) -> None:
                 remaining -= piece.num_rows
         for piece in pieces:
             print(_table_text(piece), file=stream)
-    header = f"{'agent':>5} {'rows in':>12} {'rows out':>10} {'shuffled MB':>12} {'spilled MB':>11} " + " ".join(
-        f"{phase:>8}" for phase in summary["agents"][0]["phases"]
-    )
-    print("\nmetrics (seconds per phase)", file=stream)
-    print(header, file=stream)
+    phases = list(dict.fromkeys(name for result in summary["agents"] for name in result["phases"]))
+    print("\nmetrics per agent (seconds per phase)", file=stream)
+    print(f"{'agent':>5} {'rows in':>12} {'rows out':>10} {'fetched MB':>11} {'spilled MB':>11} " + " ".join(f"{phase:>8}" for phase in phases),
+          file=stream)  # fmt: skip
     for result in summary["agents"]:
-        phases = " ".join(f"{seconds:>8.3f}" for seconds in result["phases"].values())
-        print(
-            f"{result['agent']:>5} {result['rows_in']:>12,} {result['rows_out']:>10,} {result['bytes_shuffled'] / 1e6:>12.2f} "
-            f"{result['spilled_bytes'] / 1e6:>11.2f} {phases}",
-            file=stream,
-        )
+        seconds = " ".join(f"{result['phases'].get(phase, 0.0):>8.3f}" for phase in phases)
+        print(f"{result['agent']:>5} {result['rows_in']:>12,} {result['rows_out']:>10,} {result['bytes_shuffled'] / 1e6:>11.2f} "
+              f"{result['spilled_bytes'] / 1e6:>11.2f} {seconds}", file=stream)  # fmt: skip
+    print("\nstages (summed over agents; seconds of the slowest)", file=stream)
+    print(f"{'stage':>5} {'tasks':>7} {'rows in':>14} {'rows out':>14} {'seconds':>9}", file=stream)
+    for index in range(len(summary["agents"][0].get("stages", []))):
+        per_agent = [result["stages"][index] for result in summary["agents"]]
+        print(f"{index:>5} {sum(s['tasks'] for s in per_agent):>7} {sum(s['rows_in'] for s in per_agent):>14,} "
+              f"{sum(s['rows_out'] for s in per_agent):>14,} {max(s['seconds'] for s in per_agent):>9.3f}", file=stream)  # fmt: skip
 
 
 def _table_text(table) -> str:

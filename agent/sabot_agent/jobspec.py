@@ -20,13 +20,20 @@ from typing import Any, Callable, Mapping
 import jsonschema
 import pyarrow as pa
 
-API_VERSION = "sabot.io/v1alpha1"
+from sabot_agent.plan import types as sql_types
+
+# The one definition of the resource's identity; operator/sabot_operator/crd.py imports these.
+GROUP = "sabot.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "SabotJob"
 
 FILE_FORMATS = ("parquet", "csv", "ipc")
 GENERATED_TYPES = ("int64", "float64", "string")
 AGGREGATE_FUNCTIONS = ("count", "sum", "min", "max", "mean")
 NUMERIC_ONLY_FUNCTIONS = ("sum", "mean")
+MAX_SQL_LENGTH = 256 * 1024
+MAX_EXPRESSION_LENGTH = 16 * 1024
 JOIN_KINDS = ("inner", "left", "right", "full")
 
 MAX_NAME_LENGTH = 63
@@ -40,10 +47,15 @@ MAX_AGENTS = 1024
 MAX_SLOTS = 256
 MAX_GENERATED_ROWS = 10**12
 MAX_SEED = 2**63 - 1
+# Agent pods are named "<job>-agent-<index>" and double as DNS hostnames, which are DNS labels of at most
+# MAX_NAME_LENGTH characters: a job name leaves room for the longest suffix, "-agent-1023" (52 characters).
+MAX_JOB_NAME_LENGTH = MAX_NAME_LENGTH - len(f"-agent-{MAX_AGENTS - 1}")
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
 _COLUMN_NAME = {"type": "string", "minLength": 1, "maxLength": 256}
 _PATH = {"type": "string", "minLength": 1, "maxLength": MAX_PATH_LENGTH}
+_EXPRESSION = {"type": "string", "minLength": 1, "maxLength": MAX_EXPRESSION_LENGTH}
+_KEY_LIST = {"type": "array", "minItems": 1, "maxItems": MAX_KEYS, "items": _COLUMN_NAME}
 
 GENERATED_COLUMN_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -83,7 +95,7 @@ INPUT_SCHEMA: dict[str, Any] = {
 PIPELINE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["inputs", "shuffle", "output"],
+    "required": ["inputs", "output"],
     "properties": {
         "inputs": {
             "type": "object",
@@ -103,7 +115,8 @@ PIPELINE_SCHEMA: dict[str, Any] = {
             "required": ["input", "groupBy", "aggregations"],
             "properties": {
                 "input": _NAME,
-                "groupBy": {"type": "array", "minItems": 1, "maxItems": MAX_KEYS, "items": _COLUMN_NAME},
+                "groupBy": {"type": "array", "minItems": 0, "maxItems": MAX_KEYS, "items": _COLUMN_NAME},
+                "where": _EXPRESSION,
                 "aggregations": {
                     "type": "array",
                     "minItems": 1,
@@ -124,14 +137,18 @@ PIPELINE_SCHEMA: dict[str, Any] = {
         "join": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["left", "right", "on"],
+            "required": ["left", "right"],
             "properties": {
                 "left": _NAME,
                 "right": _NAME,
-                "on": {"type": "array", "minItems": 1, "maxItems": MAX_KEYS, "items": _COLUMN_NAME},
+                "on": _KEY_LIST,
+                "leftOn": _KEY_LIST,
+                "rightOn": _KEY_LIST,
                 "how": {"type": "string", "enum": list(JOIN_KINDS)},
+                "where": _EXPRESSION,
             },
         },
+        "sql": {"type": "string", "minLength": 1, "maxLength": MAX_SQL_LENGTH},
         "output": {
             "type": "object",
             "additionalProperties": False,
@@ -161,7 +178,8 @@ SPEC_SCHEMA: dict[str, Any] = {
 
 # Spec fields only the cluster uses (pod placement, ports, retries, ...). The CRD and the operator
 # validate them; the very file a user `kubectl apply`s also runs with `sabot run`, which ignores them.
-# Keep in step with operator/sabot_operator/crd.py SPEC_PROPERTIES.
+# Exactly crd.py's SPEC_PROPERTIES that SPEC_SCHEMA lacks (the agent cannot import the operator):
+# tests/operator/test_crd.py fails when the two differ.
 CLUSTER_SPEC_FIELDS = frozenset(
     {
         "imagePullPolicy",
@@ -174,6 +192,7 @@ CLUSTER_SPEC_FIELDS = frozenset(
         "retry",
         "suspend",
         "activeDeadlineSeconds",
+        "startupDeadlineSeconds",
     }
 )
 
@@ -188,7 +207,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "metadata": {
             "type": "object",
             "required": ["name"],
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}},
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_JOB_NAME_LENGTH}},
         },
         "status": {"type": "object"},
         "spec": SPEC_SCHEMA,
@@ -204,7 +223,10 @@ class JobSpecError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
-        super().__init__("invalid SabotJob:\n  " + "\n  ".join(self.problems))
+        if len(self.problems) == 1:
+            super().__init__(f"invalid SabotJob: {self.problems[0]}")
+        else:
+            super().__init__("invalid SabotJob:\n  " + "\n  ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -241,14 +263,18 @@ class AggregateSpec:
     input: str
     group_by: tuple[str, ...]
     aggregations: tuple[Aggregation, ...]
+    where: str | None = None
 
 
 @dataclass(frozen=True)
 class JoinSpec:
     left: str
     right: str
-    on: tuple[str, ...]
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
     how: str
+    where: str | None = None
+    same_keys: bool = True  # given as `on` (one list of column names for both sides)
 
 
 @dataclass(frozen=True)
@@ -264,11 +290,12 @@ class JobSpec:
     slots_per_agent: int
     threads_per_agent: int | None
     memory_budget_bytes: int | None
-    partitions: int
+    partitions: int | None  # None: the planner's default for the agent and slot counts
     inputs: dict[str, InputSpec]
     output: OutputSpec
     aggregate: AggregateSpec | None = None
     join: JoinSpec | None = None
+    sql: str | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -285,7 +312,8 @@ def generated_schema(spec: InputSpec) -> pa.Schema:
     return pa.schema([(column.name, types[column.type]) for column in spec.columns])
 
 
-def _field_path(parts) -> str:
+def field_path(parts) -> str:
+    """``spec.pipeline.aggregate.groupBy[0]`` for the path ("spec", "pipeline", "aggregate", "groupBy", 0)."""
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -298,14 +326,14 @@ def _describe(value: Any) -> str:
 
 
 def _schema_problem(error: jsonschema.ValidationError) -> str:
-    where = _field_path(error.absolute_path)
+    where = field_path(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties":
         unexpected = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return "; ".join(f"{_field_path([*error.absolute_path, name])}: unknown field" for name in unexpected)
+        return "; ".join(f"{field_path([*error.absolute_path, name])}: unknown field" for name in unexpected)
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return f"{_field_path([*error.absolute_path, missing])}: required field is missing"
+        return f"{field_path([*error.absolute_path, missing])}: required field is missing"
     if kind == "type":
         return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {_describe(error.instance)}"
     if kind == "enum":
@@ -321,7 +349,8 @@ def _schema_problem(error: jsonschema.ValidationError) -> str:
     if kind == "minLength":
         return f"{where}: must not be empty"
     if kind == "maxLength":
-        return f"{where}: longer than {error.validator_value} characters"
+        why = f" (agent pods are named <name>-agent-<index>, a DNS label of at most {MAX_NAME_LENGTH})" if where == "metadata.name" else ""
+        return f"{where}: longer than {error.validator_value} characters{why}"
     if kind == "pattern":
         return f"{where}: {_describe(error.instance)} does not match {error.validator_value}"
     return f"{where}: {error.message}"
@@ -403,11 +432,21 @@ def _build(doc: dict, original: dict) -> JobSpec:
                 Aggregation(item["column"], item["function"], item.get("as", f"{item['column']}_{item['function']}"))
                 for item in entry["aggregations"]
             ),
+            where=entry.get("where"),
         )
     join = None
     if "join" in pipeline:
         entry = pipeline["join"]
-        join = JoinSpec(left=entry["left"], right=entry["right"], on=tuple(entry["on"]), how=entry.get("how", "inner"))
+        same = "on" in entry
+        join = JoinSpec(
+            left=entry["left"],
+            right=entry["right"],
+            left_on=tuple(entry.get("on", entry.get("leftOn", ()))),
+            right_on=tuple(entry.get("on", entry.get("rightOn", ()))),
+            how=entry.get("how", "inner"),
+            where=entry.get("where"),
+            same_keys=same,
+        )
     memory = spec.get("memoryBudget")
     return JobSpec(
         name=doc["metadata"]["name"],
@@ -415,11 +454,12 @@ def _build(doc: dict, original: dict) -> JobSpec:
         slots_per_agent=spec.get("slotsPerAgent", 1),
         threads_per_agent=spec.get("threadsPerAgent"),
         memory_budget_bytes=parse_memory(memory) if memory else None,
-        partitions=pipeline["shuffle"]["partitions"],
+        partitions=pipeline["shuffle"]["partitions"] if "shuffle" in pipeline else None,
         inputs=inputs,
         output=OutputSpec(format=pipeline["output"]["format"], path=pipeline["output"]["path"]),
         aggregate=aggregate,
         join=join,
+        sql=pipeline.get("sql"),
         raw=original,
     )
 
@@ -449,9 +489,9 @@ def _semantic_problems(job: JobSpec, resolve_schema: SchemaResolver | None) -> l
             except Exception as exc:  # any reader error is a problem of this input's path
                 problems.append(f"{where}.path: cannot read {spec.format} input {spec.path!r}: {exc}")
 
-    has_aggregate, has_join = job.aggregate is not None, job.join is not None
-    if has_aggregate == has_join:
-        problems.append("spec.pipeline: needs exactly one of 'aggregate' or 'join'")
+    given = [name for name, value in (("aggregate", job.aggregate), ("join", job.join), ("sql", job.sql)) if value is not None]
+    if len(given) != 1:
+        problems.append(f"spec.pipeline: needs exactly one of 'aggregate', 'join' or 'sql' (got {', '.join(given) or 'none'})")
 
     def check_input(where: str, name: str) -> bool:
         if name not in job.inputs:
@@ -473,13 +513,17 @@ def _semantic_problems(job: JobSpec, resolve_schema: SchemaResolver | None) -> l
         _check_unique(problems, f"{base}.groupBy", aggregate.group_by)
         if known:
             for index, key in enumerate(aggregate.group_by):
-                check_column(f"{base}.groupBy[{index}]", aggregate.input, key)
+                key_type = check_column(f"{base}.groupBy[{index}]", aggregate.input, key)
+                if key_type is not None and sql_types.engine_type(key_type) is None:
+                    problems.append(f"{base}.groupBy[{index}]: column {key!r} is {key_type}, which cannot be a group key yet")
         outputs = set(aggregate.group_by)
         for index, item in enumerate(aggregate.aggregations):
             where = f"{base}.aggregations[{index}]"
             if known:
                 column_type = check_column(f"{where}.column", aggregate.input, item.column)
-                if (
+                if column_type is not None and sql_types.engine_type(column_type) is None:
+                    problems.append(f"{where}.column: {item.column!r} is {column_type}, which cannot be aggregated yet")
+                elif (
                     column_type is not None
                     and item.function in NUMERIC_ONLY_FUNCTIONS
                     and not (pa.types.is_integer(column_type) or pa.types.is_floating(column_type) or pa.types.is_decimal(column_type))
@@ -496,13 +540,36 @@ def _semantic_problems(job: JobSpec, resolve_schema: SchemaResolver | None) -> l
         right_known = check_input(f"{base}.right", join.right)
         if join.left == join.right:
             problems.append(f"{base}.right: joins {join.right!r} with itself; give the second side its own input")
-        _check_unique(problems, f"{base}.on", join.on)
-        for index, key in enumerate(join.on):
-            left_type = check_column(f"{base}.on[{index}]", join.left, key) if left_known else None
-            right_type = check_column(f"{base}.on[{index}]", join.right, key) if right_known else None
-            if left_type is not None and right_type is not None and left_type != right_type:
-                problems.append(f"{base}.on[{index}]: key {key!r} is {left_type} in {join.left!r} but {right_type} in {join.right!r}")
+        entry = job.raw["spec"]["pipeline"]["join"]
+        if "on" in entry and ("leftOn" in entry or "rightOn" in entry):
+            problems.append(f"{base}: give either 'on' or 'leftOn' with 'rightOn', not both")
+        elif "on" not in entry and ("leftOn" not in entry or "rightOn" not in entry):
+            problems.append(f"{base}: needs 'on' (key columns of both sides) or 'leftOn' with 'rightOn'")
+        elif len(join.left_on) != len(join.right_on):
+            problems.append(f"{base}.rightOn: has {len(join.right_on)} columns, leftOn has {len(join.left_on)}")
+        left_field, right_field = ("on", "on") if join.same_keys else ("leftOn", "rightOn")
+        _check_unique(problems, f"{base}.{left_field}", join.left_on)
+        if not join.same_keys:
+            _check_unique(problems, f"{base}.{right_field}", join.right_on)
+        for index, (left_key, right_key) in enumerate(zip(join.left_on, join.right_on)):
+            left_type = check_column(f"{base}.{left_field}[{index}]", join.left, left_key) if left_known else None
+            right_type = check_column(f"{base}.{right_field}[{index}]", join.right, right_key) if right_known else None
+            if left_type is not None and right_type is not None and not _joinable(left_type, right_type):
+                right_name = "" if join.same_keys else f"{right_key!r} is "
+                problems.append(
+                    f"{base}.{left_field}[{index}]: key {left_key!r} is {left_type} in {join.left!r} but {right_name}{right_type} in {join.right!r}"
+                )
     return problems
+
+
+def _joinable(left: pa.DataType, right: pa.DataType) -> bool:
+    if sql_types.engine_type(left) is None or sql_types.engine_type(right) is None:
+        return False
+    try:
+        sql_types.comparable(left, right, "join keys")
+    except sql_types.PlanError:
+        return False
+    return True
 
 
 def _check_unique(problems: list[str], where: str, names: tuple[str, ...]) -> None:
@@ -514,11 +581,29 @@ def _check_unique(problems: list[str], where: str, names: tuple[str, ...]) -> No
 
 
 def _yaml_loader():
-    """A safe loader with YAML 1.2 booleans: PyYAML's 1.1 rules would turn the key `on` (join.on) into True."""
+    """A safe loader with YAML 1.2 booleans (PyYAML's 1.1 rules would turn the key `on` (join.on) into
+    True) that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
     import yaml
 
     class JobLoader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                first_lines: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *anchor` merges may repeat keys by design
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        hash(key)
+                    except TypeError:
+                        continue  # an unhashable key: the base constructor reports it
+                    line = key_node.start_mark.line + 1
+                    if key in first_lines:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} (first given on line {first_lines[key]})", key_node.start_mark
+                        )
+                    first_lines[key] = line
+            return super().construct_mapping(node, deep)
 
     JobLoader.yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -533,10 +618,21 @@ def load_job_file(path: str, resolve_schema: SchemaResolver | None = None) -> Jo
     import yaml
 
     try:
-        with open(path, encoding="utf-8") as handle:
-            doc = yaml.load(handle, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
         raise JobSpecError([f"{path}: cannot read job file: {exc.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise JobSpecError([f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})"]) from None
+    try:
+        doc = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else path
+        raise JobSpecError([f"{where}: not valid YAML: {' '.join(str(exc.problem or exc.context).split())}"]) from None
     except yaml.YAMLError as exc:
-        raise JobSpecError([f"{path}: not valid YAML: {exc}"]) from None
+        raise JobSpecError([f"{path}: not valid YAML: {' '.join(str(exc).split())}"]) from None
     return validate_job(doc, resolve_schema)

@@ -22,6 +22,8 @@ import sabot_agent
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 TERMINATE_GRACE_SECONDS = 3.0
+LISTEN_TIMEOUT_SECONDS = 120.0
+LISTEN_POLL_SECONDS = 0.01
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
@@ -86,6 +88,17 @@ class AgentProcess:
             raise RuntimeError(f"agent {self.index} exited 0 without a JSON result (last stdout line: {line!r})") from None
 
 
+def _listening_line(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith('{"event": "listening"'):
+                    return json.loads(line)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _last_line(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -110,12 +123,13 @@ class LocalCluster:
         self.failed_index: int | None = None  # set by the supervisor to the agent whose failure ended the run
 
     def start(self) -> None:
-        ports = free_ports(2 * self.agent_count)
-        flight_ports, http_ports = ports[: self.agent_count], ports[self.agent_count :]
-        peers = ",".join(f"{LOOPBACK}:{port}" for port in flight_ports)
+        """Start every agent on ports the kernel picks, learn them from each agent's `listening` line,
+        then hand all of them the peer list (a file renamed into place): no port is chosen here that
+        another process could take before the agent binds it."""
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(sabot_agent.__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+        peers_file = os.path.join(self.workdir, "peers")
         for index in range(self.agent_count):
             command = [
                 sys.executable, "-m", "sabot_agent",
@@ -124,10 +138,10 @@ class LocalCluster:
                 "--agent-count", str(self.agent_count),
                 "--bind-host", LOOPBACK,
                 "--advertise-host", LOOPBACK,
-                "--flight-port", str(flight_ports[index]),
-                "--http-port", str(http_ports[index]),
+                "--flight-port", "0",
+                "--http-port", "0",
                 "--slots", str(self.slots),
-                "--peers", peers,
+                "--peers-file", peers_file,
                 "--attempt", str(self.attempt),
                 "--spill-dir", os.path.join(self.workdir, "spill"),
                 "--termination-log", os.path.join(self.workdir, f"agent-{index}.reason"),
@@ -142,17 +156,29 @@ class LocalCluster:
                 process = subprocess.Popen(
                     command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, preexec_fn=_child_setup
                 )
-            self.agents.append(
-                AgentProcess(
-                    index,
-                    flight_ports[index],
-                    http_ports[index],
-                    process,
-                    stdout_path,
-                    stderr_path,
-                    os.path.join(self.workdir, f"agent-{index}.reason"),
-                )
-            )
+            self.agents.append(AgentProcess(index, 0, 0, process, stdout_path, stderr_path, os.path.join(self.workdir, f"agent-{index}.reason")))
+        self._learn_ports()
+        temporary = peers_file + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write("".join(f"{LOOPBACK}:{agent.flight_port}\n" for agent in self.agents))
+        os.replace(temporary, peers_file)
+
+    def _learn_ports(self) -> None:
+        """Each agent's ports, from the JSON `listening` line it writes to stderr once its servers listen."""
+        deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
+        pending = list(self.agents)
+        while pending:
+            for agent in list(pending):
+                listening = _listening_line(agent.stderr_path)
+                if listening is not None:
+                    agent.flight_port, agent.http_port = listening["flight_port"], listening["http_port"]
+                    pending.remove(agent)
+                elif agent.process.poll() is not None:
+                    return  # it failed to start: the supervisor reports why
+            if pending and time.monotonic() >= deadline:
+                raise RuntimeError(f"agents {[agent.index for agent in pending]} did not start listening within {LISTEN_TIMEOUT_SECONDS:g}s")
+            if pending:
+                time.sleep(LISTEN_POLL_SECONDS)
 
     def poll(self) -> list[int | None]:
         return [agent.process.poll() for agent in self.agents]

@@ -1,5 +1,6 @@
 """Prometheus metrics of one agent. Labels are job and agent (plus small fixed sets such as rpc,
-direction, method, status, reason) — never a partition, so the series count does not grow with data."""
+direction, method, status, and the stage of the job's plan) — never a partition or a task, so the
+series count does not grow with data."""
 
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ class AgentMetrics:
         self._shuffle_batches = Counter(
             "sabot_shuffle_batches", "Shuffle Flight messages", base + ["direction", "rpc"], registry=self.registry
         )
-        self._fetch_failures = Counter(
-            "sabot_fetch_failures", "Failed shuffle RPC attempts by reason", base + ["reason"], registry=self.registry
-        )
+        self._fetch_failures = Counter("sabot_fetch_failures", "Failed shuffle RPC attempts (retried or not)", base, registry=self.registry)
+        self._fetch_failures.labels(job, self.agent)  # present at 0 from the start
         self._flight_requests = Counter(
             "sabot_flight_requests", "Flight requests served", base + ["method", "status"], registry=self.registry
         )
@@ -33,27 +33,34 @@ class AgentMetrics:
             buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0),
             registry=self.registry,
         )
-        self._rows = Counter("sabot_rows", "Rows processed by phase", base + ["phase"], registry=self.registry)
+        # a job has a handful of stages, so a stage label stays bounded (never a partition or a task)
+        self._stage_rows = Counter("sabot_stage_rows", "Rows read (in) and produced (out) by each stage", base + ["stage", "direction"],
+                                   registry=self.registry)  # fmt: skip
+        self._stage_tasks = Counter("sabot_stage_tasks", "Tasks each stage finished", base + ["stage"], registry=self.registry)
+        self._stage_seconds = Counter("sabot_stage_seconds", "Seconds each stage ran", base + ["stage"], registry=self.registry)
         self._live_sources: list[Callable[[], dict]] = []
         self.registry.register(_LiveCollector(self))
-
-    def labels(self) -> dict:
-        return {"job": self.job, "agent": self.agent}
 
     def shuffle(self, direction: str, rpc: str, rows: int, nbytes: int, batches: int = 1) -> None:
         self._shuffle_bytes.labels(self.job, self.agent, direction, rpc).inc(nbytes)
         self._shuffle_rows.labels(self.job, self.agent, direction, rpc).inc(rows)
         self._shuffle_batches.labels(self.job, self.agent, direction, rpc).inc(batches)
 
-    def fetch_failure(self, reason: str) -> None:
-        self._fetch_failures.labels(self.job, self.agent, reason).inc()
+    def fetch_failure(self) -> None:
+        self._fetch_failures.labels(self.job, self.agent).inc()
 
     def flight_request(self, method: str, status: str, seconds: float) -> None:
         self._flight_requests.labels(self.job, self.agent, method, status).inc()
         self._flight_seconds.labels(self.job, self.agent, method).observe(seconds)
 
-    def rows(self, phase: str, count: int) -> None:
-        self._rows.labels(self.job, self.agent, phase).inc(count)
+    def stage_rows(self, stage: int, direction: str, rows: int) -> None:
+        self._stage_rows.labels(self.job, self.agent, str(stage), direction).inc(rows)
+
+    def stage_task_done(self, stage: int) -> None:
+        self._stage_tasks.labels(self.job, self.agent, str(stage)).inc()
+
+    def stage_seconds(self, stage: int, seconds: float) -> None:
+        self._stage_seconds.labels(self.job, self.agent, str(stage)).inc(seconds)
 
     def add_live_source(self, source: Callable[[], dict]) -> None:
         """A callable returning current values (store, slots, executor) read at every scrape."""

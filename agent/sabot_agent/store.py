@@ -1,15 +1,16 @@
-"""The partition store behind the Flight server.
+"""The partition store: the stage outputs an agent produced, kept until the job ends.
 
-Append-only: a partition accepts batches from many producers and never overwrites. Every stored
-message is keyed by (producer, attempt, sequence), so a retried put stores nothing twice. A producer
-finishes with a commit that states, per partition, the rows, bytes and checksum it sent; the store
-checks them against what arrived and only committed producers' batches are ever read. Over the memory
-budget, the largest in-memory partition is spilled to an Arrow IPC file; while a spill runs and memory
-is above the hard limit, appends wait (back-pressure on the DoPut stream that feeds them).
+Append-only: a partition's batches are keyed by (producer, attempt, sequence), so nothing is stored
+twice, and nothing is ever overwritten. Sealing a stage output records, per partition, the rows,
+bytes and checksum the store holds (the checksum is computed as each batch is appended); only sealed
+outputs are read, and consumers verify what they fetch against the seal. Over the memory budget, the
+largest in-memory partition is spilled to an Arrow IPC file; while a spill runs and memory is above
+the hard limit, appends wait (back-pressure on the tasks that produce the batches).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -27,15 +28,15 @@ HARD_LIMIT_FACTOR = 1.5
 
 
 class StoreError(RuntimeError):
-    """A request the store refuses (unknown shuffle, inconsistent commit, ...); the message says why."""
+    """A request the store refuses (unknown shuffle, a conflicting schema, a full spill directory, ...)."""
 
 
 class UnknownShuffleError(StoreError):
     pass
 
 
-class CommitTimeoutError(StoreError):
-    pass
+class SpillError(StoreError):
+    """A spill file could not be written; the message names the spill directory and why."""
 
 
 def combine_checksums(checksums) -> int:
@@ -100,7 +101,7 @@ class PartitionStore:
     # -- writes -------------------------------------------------------------------------------------
 
     def register(self, shuffle_id: str) -> None:
-        """Make a shuffle known (a DoGet of it then returns committed data, possibly none)."""
+        """Make a shuffle known (a DoGet of it then returns its sealed data, possibly none)."""
         with self._cond:
             self._shuffle_for(shuffle_id)
 
@@ -187,10 +188,13 @@ class PartitionStore:
                 path = os.path.join(directory, f"{partition_id}-{self._spill_counter}.arrow")
                 schema = shuffle.schema
             # the IPC write runs without the lock: readers still see the in-memory batches meanwhile
-            os.makedirs(directory, exist_ok=True)
-            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-                for entry in pending:
-                    writer.write_batch(entry.batch)
+            try:
+                os.makedirs(directory, exist_ok=True)
+                with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+                    for entry in pending:
+                        writer.write_batch(entry.batch)
+            except OSError as exc:
+                raise self._spill_failed(path, exc) from None
             with self._cond:
                 freed = 0
                 for index, entry in enumerate(pending):
@@ -201,25 +205,16 @@ class PartitionStore:
                 self.counters.spilled_bytes += freed
                 self.counters.spill_files += 1
 
-    def commit(self, shuffle_id: str, producer: int, attempt: int, partitions: dict[int, dict]) -> None:
-        """Record that a producer finished; its stated rows and checksum must match what arrived."""
-        with self._cond:
-            shuffle = self._shuffle_for(shuffle_id)
-            problems = []
-            for partition_id, claimed in partitions.items():
-                partition = shuffle.partitions.get(partition_id, _Partition())
-                entries = [entry for entry in partition.entries if entry.producer == producer and entry.attempt == attempt]
-                rows = sum(entry.rows for entry in entries)
-                checksum = combine_checksums(entry.checksum for entry in entries)
-                if rows != claimed["rows"] or checksum != claimed["checksum"]:
-                    problems.append(
-                        f"partition {partition_id}: producer sent {claimed['rows']} rows (checksum {claimed['checksum']}), "
-                        f"{rows} rows (checksum {checksum}) arrived"
-                    )
-            if problems:
-                raise StoreError(f"commit of producer {producer} attempt {attempt} to {shuffle_id!r} rejected: " + "; ".join(problems))
-            shuffle.commits[producer] = _Commit(attempt, dict(partitions))
-            self._cond.notify_all()
+    def _spill_failed(self, path: str, exc: OSError) -> SpillError:
+        """The error of a failed spill write. The partial file is removed: it holds nothing readable, and
+        on a full disk the space it took lets the agent still write its failure reason."""
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return SpillError(f"spill directory {self.spill_dir} is full: {os.strerror(exc.errno)}")
+        return SpillError(f"cannot write spill file {path}: {os.strerror(exc.errno) if exc.errno else exc}")
 
     def drop_shuffle(self, shuffle_id: str) -> bool:
         with self._cond:
@@ -234,37 +229,11 @@ class PartitionStore:
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def wait_for_commits(
-        self, shuffle_id: str, producers: int, timeout: float, failed: Callable[[list[int]], str | None] = lambda missing: None
-    ) -> None:
-        """Block until producers 0..producers-1 all committed; raise CommitTimeoutError naming the missing ones.
-
-        ``failed(missing)`` is called about every half second, outside the store lock (it may probe peers
-        over the network); a reason it returns ends the wait with a StoreError.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                shuffle = self._shuffle_for(shuffle_id)
-                missing = [producer for producer in range(producers) if producer not in shuffle.commits]
-                if not missing:
-                    return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CommitTimeoutError(f"timed out after {timeout:g}s waiting for commits of {shuffle_id!r} from producers {missing}")
-                self._cond.wait(min(remaining, 0.5))
-                missing = [producer for producer in range(producers) if producer not in shuffle.commits]
-                if not missing:
-                    return
-            reason = failed(missing)
-            if reason:
-                raise StoreError(reason)
-
     def _committed_entries(self, key: PartitionKey) -> tuple[_Shuffle, list[_Entry]]:
         with self._cond:
             shuffle = self._shuffles.get(key.shuffle_hash)
             if shuffle is None:
-                raise UnknownShuffleError(f"unknown shuffle hash {key.shuffle_hash}: nothing was put or committed for it here")
+                raise UnknownShuffleError(f"unknown shuffle hash {key.shuffle_hash}: nothing was sealed for it here")
             partition = shuffle.partitions.get(key.partition_id, _Partition())
             attempts = {producer: commit.attempt for producer, commit in shuffle.commits.items()}
             entries = [entry for entry in partition.entries if attempts.get(entry.producer) == entry.attempt]
@@ -295,6 +264,41 @@ class PartitionStore:
             shuffle = self._shuffles.get(fnv1a_64(shuffle_id))
             known = shuffle.schema if shuffle is not None else None
         return pa.Table.from_batches(batches, schema=known or schema)
+
+    # -- stage outputs: what a producer keeps of its own stage outputs for its consumers
+
+    def seal(self, shuffle_id: str, producer: int, attempt: int, schema: pa.Schema) -> dict[int, dict]:
+        """Commit everything `producer` appended to the shuffle: the claims (rows, bytes, checksum per
+        partition) consumers verify what they fetch against. An output without rows keeps its schema."""
+        with self._cond:
+            shuffle = self._shuffle_for(shuffle_id)
+            if shuffle.schema is None:
+                shuffle.schema = schema
+            claims: dict[int, dict] = {}
+            for partition_id, partition in shuffle.partitions.items():
+                entries = [entry for entry in partition.entries if entry.producer == producer and entry.attempt == attempt]
+                claims[partition_id] = {
+                    "rows": sum(entry.rows for entry in entries),
+                    "bytes": sum(entry.nbytes for entry in entries),
+                    "checksum": combine_checksums(entry.checksum for entry in entries),
+                }
+            shuffle.commits[producer] = _Commit(attempt, claims)
+            self._cond.notify_all()
+            return claims
+
+    def sealed(self, shuffle_id: str, producer: int, timeout: float) -> tuple[pa.Schema, dict[int, dict]] | None:
+        """(schema, claims) once `producer` sealed the shuffle here, waiting up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                shuffle = self._shuffles.get(fnv1a_64(shuffle_id))
+                commit = shuffle.commits.get(producer) if shuffle is not None and shuffle.shuffle_id == shuffle_id else None
+                if commit is not None:
+                    return shuffle.schema, commit.partitions
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
 
     def partition_infos(self) -> list[dict]:
         with self._cond:

@@ -1,21 +1,25 @@
 """Shuffle ids, Flight tickets/descriptors and the app_metadata that travels with each message.
 
-Format (ARCHITECTURE.md): a ticket or DoPut descriptor command is ``"<shuffle_id_hash>:<partition_id>"``
-— decimal signed int64, a colon, decimal int32 — where ``shuffle_id_hash`` is FNV-1a-64 over the UTF-8
+Format: a DoGet ticket is ``"<shuffle_id_hash>:<partition_id>"`` — decimal signed
+int64, a colon, decimal int32 >= 0, in ASCII — where ``shuffle_id_hash`` is FNV-1a-64 over the UTF-8
 shuffle id rendered as a signed int64. The shuffle id names job, attempt and stage, so data of a failed
-attempt can never be mixed with a retry's.
+attempt can never be mixed with a retry's. Each batch a producer keeps is identified by its producer
+index, attempt and sequence (``PutMetadata``), so a batch is never stored twice. Decoding is strict, exactly what ``encode`` writes:
+``-?[0-9]+:[0-9]+`` without spaces, plus signs or leading zeros (other than "0" itself; no "-0").
 """
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 
 FNV64_OFFSET_BASIS = 0xCBF29CE484222325
 FNV64_PRIME = 0x100000001B3
 _UINT64_MASK = (1 << 64) - 1
 _INT32_MAX = (1 << 31) - 1
+MAX_PARTITION_ID = _INT32_MAX
 _MAX_TICKET_BYTES = 64
+_DECIMAL = re.compile(rb"0|-?[1-9][0-9]*")
 
 
 class TicketError(ValueError):
@@ -61,14 +65,14 @@ class PartitionKey:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
             raise TicketError(f"malformed ticket {raw!r}: not ASCII; expected '<shuffle_id_hash>:<partition_id>'") from None
-        hash_text, colon, partition_text = text.partition(":")
+        hash_text, colon, partition_text = raw.partition(b":")
         if not colon:
             raise TicketError(f"malformed ticket {text!r}: expected '<shuffle_id_hash>:<partition_id>'")
-        try:
-            shuffle_hash = int(hash_text, 10)
-            partition_id = int(partition_text, 10)
-        except ValueError:
-            raise TicketError(f"malformed ticket {text!r}: both parts must be decimal integers") from None
+        if not (_DECIMAL.fullmatch(hash_text) and _DECIMAL.fullmatch(partition_text)):
+            raise TicketError(
+                f"malformed ticket {text!r}: both parts must be decimal integers without spaces, '+' or leading zeros"
+            )
+        shuffle_hash, partition_id = int(hash_text), int(partition_text)
         if not -(1 << 63) <= shuffle_hash < (1 << 63):
             raise TicketError(f"malformed ticket {text!r}: shuffle_id_hash is outside int64")
         if not 0 <= partition_id <= _INT32_MAX:
@@ -78,36 +82,10 @@ class PartitionKey:
 
 @dataclass(frozen=True)
 class PutMetadata:
-    """app_metadata of one DoPut message: who sent it, so a retried message is stored once."""
+    """Who produced a stored batch: the producer's index, its attempt and the batch's sequence number
+    within its partition (the store keeps one batch per identity)."""
 
     shuffle_id: str
     producer: int
     attempt: int
     sequence: int
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {"shuffle_id": self.shuffle_id, "producer": self.producer, "attempt": self.attempt, "sequence": self.sequence},
-            separators=(",", ":"),
-        ).encode("utf-8")
-
-    @classmethod
-    def decode(cls, raw: bytes | None) -> "PutMetadata":
-        if not raw:
-            raise TicketError("DoPut message without app_metadata: {shuffle_id, producer, attempt, sequence} is required")
-        try:
-            fields = json.loads(bytes(raw))
-        except ValueError as exc:
-            raise TicketError(f"DoPut app_metadata is not JSON: {exc}") from None
-        if not isinstance(fields, dict):
-            raise TicketError("DoPut app_metadata must be a JSON object")
-        missing = [name for name in ("shuffle_id", "producer", "attempt", "sequence") if name not in fields]
-        if missing:
-            raise TicketError(f"DoPut app_metadata is missing {', '.join(missing)}")
-        if not isinstance(fields["shuffle_id"], str):
-            raise TicketError("DoPut app_metadata.shuffle_id must be a string")
-        for name in ("producer", "attempt", "sequence"):
-            value = fields[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise TicketError(f"DoPut app_metadata.{name} must be an integer >= 0, got {value!r}")
-        return cls(fields["shuffle_id"], fields["producer"], fields["attempt"], fields["sequence"])

@@ -1,12 +1,16 @@
 """Pure manifest builders: a SabotJob (spec with defaults applied) in, Kubernetes objects as dicts out.
 
 Every child gets a deterministic name and is adopted by the job (ownerReference with
-controller=true), so creating it twice is a 409 and deleting the job garbage-collects it.
+controller=true), so creating it twice is a 409 and deleting the job garbage-collects it. The
+children every attempt shares (the plan ConfigMap and the headless Service) carry a hash of what
+they hold, so the operator can tell one built for another spec from the one the attempt needs.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 import kopf
@@ -32,6 +36,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB = "sabot.io/job-name"
 LABEL_INDEX = "sabot.io/agent-index"
 LABEL_ATTEMPT = "sabot.io/attempt"
+ANNOTATION_CONTENT_HASH = "sabot.io/content-hash"
 MANAGER = "sabot-operator"
 AGENT_APP = "sabot-agent"
 
@@ -46,6 +51,11 @@ def service_name(job_name: str) -> str:
 
 def plan_name(job_name: str) -> str:
     return f"{job_name}-plan"
+
+
+def shared_child_names(job_name: str) -> dict[str, str]:
+    """Kind -> name of the children every attempt of the job shares, in creation order."""
+    return {"ConfigMap": plan_name(job_name), "Service": service_name(job_name)}
 
 
 def job_labels(job_name: str) -> dict[str, str]:
@@ -91,9 +101,35 @@ def _adopted(obj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def content_hash(manifest: dict[str, Any]) -> str:
+    """Identity of what a child holds (a ConfigMap's data, a Service's spec), as this operator builds it.
+
+    Hashing the built content rather than the job's spec also tells apart a child that an older
+    operator version built differently from the same spec; hashing our manifest rather than the
+    object read back keeps the API server's defaults out of the comparison.
+    """
+    payload = {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind", "metadata")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stamped(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"]["annotations"] = {ANNOTATION_CONTENT_HASH: content_hash(obj)}
+    return obj
+
+
+def is_current(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether a shared child read from the cluster is `desired`: same content, and controlled by the
+    same job (not a leftover of a deleted job of the same name, which the garbage collector is about
+    to remove)."""
+    meta = existing.get("metadata") or {}
+    owners = {ref.get("uid") for ref in meta.get("ownerReferences") or [] if ref.get("controller")}
+    wanted_owners = {ref["uid"] for ref in desired["metadata"]["ownerReferences"]}
+    return (meta.get("annotations") or {}).get(ANNOTATION_CONTENT_HASH) == content_hash(desired) and owners == wanted_owners
+
+
 def plan_config_map(job: dict[str, Any]) -> dict[str, Any]:
     name = job["metadata"]["name"]
-    return _adopted(
+    return _stamped(_adopted(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -104,12 +140,12 @@ def plan_config_map(job: dict[str, Any]) -> dict[str, Any]:
             },
         },
         job,
-    )
+    ))
 
 
 def headless_service(job: dict[str, Any]) -> dict[str, Any]:
     name, spec = job["metadata"]["name"], job["spec"]
-    return _adopted(
+    return _stamped(_adopted(
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -126,30 +162,32 @@ def headless_service(job: dict[str, Any]) -> dict[str, Any]:
             },
         },
         job,
-    )
+    ))
 
 
 def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, str]]:
     """The settings of `sabot-agent` (agent/sabot_agent/agent.py reads each flag from these variables)."""
+    from sabot_agent.settings import ENV
+
     name, spec = job["metadata"]["name"], job["spec"]
     flight_port, http_port = agent_ports(spec, index)
     values = {
-        "SABOT_JOB": f"{JOB_DIR}/{JOB_FILE_KEY}",
-        "SABOT_AGENT_INDEX": index,
-        "SABOT_AGENT_COUNT": spec["agents"],
-        "SABOT_BIND_HOST": "0.0.0.0",
-        "SABOT_ADVERTISE_HOST": agent_address(name, index),
-        "SABOT_FLIGHT_PORT": flight_port,
-        "SABOT_HTTP_PORT": http_port,
-        "SABOT_SLOTS": spec["slotsPerAgent"],
-        "SABOT_THREADS": spec.get("threadsPerAgent", spec["slotsPerAgent"]),
-        "SABOT_SPILL_DIR": SPILL_DIR,
-        "SABOT_PEERS": ",".join(peers(job)),
-        "SABOT_ATTEMPT": attempt,
+        "job": f"{JOB_DIR}/{JOB_FILE_KEY}",
+        "agent_index": index,
+        "agent_count": spec["agents"],
+        "bind_host": "0.0.0.0",
+        "advertise_host": agent_address(name, index),
+        "flight_port": flight_port,
+        "http_port": http_port,
+        "slots": spec["slotsPerAgent"],
+        "threads": spec.get("threadsPerAgent", spec["slotsPerAgent"]),
+        "spill_dir": SPILL_DIR,
+        "peers": ",".join(peers(job)),
+        "attempt": attempt,
     }
     if "memoryBudget" in spec:
-        values["SABOT_MEMORY_BUDGET"] = spec["memoryBudget"]
-    return [{"name": key, "value": str(value)} for key, value in values.items()]
+        values["memory_budget"] = spec["memoryBudget"]
+    return [{"name": ENV[key], "value": str(value)} for key, value in values.items()]
 
 
 def _spill_volume(spec: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +263,7 @@ def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
     return _adopted({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}, job)
 
 
-def children(job: dict[str, Any], attempt: int) -> list[dict[str, Any]]:
-    """Everything an attempt needs, in creation order: the pods mount the plan, the service names them."""
-    return [plan_config_map(job), headless_service(job)] + [agent_pod(job, index, attempt) for index in range(job["spec"]["agents"])]
+def shared_children(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The children every attempt shares, in creation order (shared_child_names); an attempt's pods
+    come after them: the pods mount the plan, the service names them."""
+    return [plan_config_map(job), headless_service(job)]

@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from sabot_agent import jobspec
+from sabot_agent.jobspec import API_VERSION, GROUP, KIND, MAX_JOB_NAME_LENGTH, VERSION  # noqa: F401 - owned by the job schema
 
-GROUP = "sabot.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "SabotJob"
 PLURAL = "sabotjobs"
 SINGULAR = "sabotjob"
 SHORT_NAMES = ["sj"]
@@ -30,13 +27,14 @@ MAX_PORT = 65535
 MAX_RETRIES = 100
 MAX_BACKOFF_SECONDS = 3600
 MAX_SECONDS = 31_536_000  # one year: bounds every duration field
-# Pod names are "<job>-agent-<index>" and double as DNS hostnames (63 characters at most).
-MAX_JOB_NAME_LENGTH = 63 - len(f"-agent-{jobspec.MAX_AGENTS - 1}")
 
 MAX_MESSAGE_LENGTH = 4096  # the kubelet's limit for a termination message, too
 PHASES = ("Pending", "Starting", "Running", "Succeeded", "Failed", "Suspended")
 ACTIVE_PHASES = ("Starting", "Running")
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+# AgentsScheduled: whether the scheduler placed every pod of the current (or last) attempt; False with
+# reason Unschedulable and the scheduler's message when it cannot. A condition of its own rather than
+# Degraded, which records failures and keeps them for the job's life.
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "AgentsScheduled")
 
 # Kubernetes' resource.Quantity syntax (apimachinery/pkg/api/resource).
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -172,6 +170,12 @@ SPEC_PROPERTIES: dict[str, Any] = {
     "ttlSecondsAfterFinished": _from_agent("ttlSecondsAfterFinished", description="delete the job this long after it finished"),
     "suspend": {"type": "boolean", "default": False, "description": "remove the agents; resuming starts a new attempt"},
     "activeDeadlineSeconds": _integer(1, MAX_SECONDS, "fail the job when it has run this long (not counting suspended time)"),
+    # No default: a startup may legitimately take long (image pulls on many nodes, nodes being added),
+    # and a default would change the spec (hash) of every job started before the upgrade.
+    "startupDeadlineSeconds": _integer(
+        1, MAX_SECONDS,
+        "fail the attempt (counted against retry.limit, its pods deleted) when its agents are not all ready this long after it started",
+    ),
 }
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -221,6 +225,7 @@ STATUS_SCHEMA: dict[str, Any] = {
         "ready": {"type": "string", "maxLength": 16, "description": "ready agents / all agents"},
         "specHash": {"type": "string", "maxLength": 64, "description": "hash of the spec the current attempt runs"},
         "startTime": _TIME,
+        "attemptStartTime": {**_TIME, "description": "when the current attempt started; startupDeadlineSeconds counts from it"},
         "completionTime": _TIME,
         "nextAttemptTime": _TIME,
         "agents": {

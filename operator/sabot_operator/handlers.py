@@ -1,9 +1,11 @@
 """Thin kopf handlers: one reconcile loop per SabotJob, woken by changes of the job or its pods.
 
-Every job has exactly one writer (its daemon), and each pass starts from a fresh read of the job and
-its pods, so a pass can run any number of times: children have fixed names (409 = already there),
-the status write is conditional on the resourceVersion that was read, and a restarted operator
-simply runs the next pass. The decisions live in status.reconcile (pure, unit-tested).
+Every job has exactly one writer (its daemon), and each pass starts from a fresh read of the job,
+its pods and its shared children, so a pass can run any number of times and stop after any of its
+writes: children have fixed names (409 = already there), the status write is conditional on the
+resourceVersion that was read, and the next pass (of this operator or a restarted one) plans
+whatever the current attempt still lacks. The decisions live in status.reconcile (pure,
+unit-tested); a pass is `decide`, then `apply` of each of the plan's actions in order.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from . import builders, crd, kube, metrics
-from .status import Plan, reconcile
+from .status import Action, Plan, reconcile
 
 # Without any change of the job or its pods, a job is still re-examined this often.
 RESYNC_SECONDS = 30.0
@@ -62,21 +64,34 @@ async def wake_on_spec_change(uid: str, memo: kopf.Memo, **_: Any) -> None:
         memo.wakeups[uid].set()
 
 
-def reconcile_once(cluster: kube.Cluster, namespace: str, name: str) -> tuple[dict[str, Any], Plan] | None:
-    """One pass: read, decide, write status, then act. None when the job is gone or going."""
+def decide(cluster: kube.Cluster, namespace: str, name: str, now: datetime) -> tuple[dict[str, Any], Plan] | None:
+    """Read the job and its children, and plan the next step. None when the job is gone or going."""
     job = cluster.get_job(namespace, name)
     if job is None or job["metadata"].get("deletionTimestamp"):
         return None
-    pods = cluster.list_pods(namespace, name)
-    plan = reconcile(job, pods, datetime.now(timezone.utc))
-    cluster.patch_status(job, plan.status)
-    for pod_name in plan.delete_pods:
-        cluster.delete_pod(namespace, pod_name)
-    for child in plan.create:
-        cluster.create(child)
-    if plan.delete_job:
-        cluster.delete_job(namespace, name)
-    return job, plan
+    return job, reconcile(job, cluster.list_pods(namespace, name), now, cluster.get_children(namespace, name))
+
+
+def apply(cluster: kube.Cluster, job: dict[str, Any], action: Action) -> None:
+    """Make one write of a plan."""
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    writes = {
+        "patch_status": lambda: cluster.patch_status(job, action.body),
+        "delete": lambda: cluster.delete(action.kind, namespace, action.name),
+        "create": lambda: cluster.create(action.body),
+        "delete_job": lambda: cluster.delete_job(namespace, name),
+    }
+    writes[action.verb]()
+
+
+def reconcile_once(cluster: kube.Cluster, namespace: str, name: str, now: datetime) -> tuple[dict[str, Any], Plan] | None:
+    """One pass: decide, then make the plan's writes in order (the first failing one ends the pass)."""
+    decided = decide(cluster, namespace, name, now)
+    if decided is not None:
+        job, plan = decided
+        for action in plan.actions():
+            apply(cluster, job, action)
+    return decided
 
 
 async def _sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
@@ -98,7 +113,7 @@ async def run_job(name: str, namespace: str, uid: str, memo: kopf.Memo, stopped:
             wakeup.clear()
             started = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(reconcile_once, memo.cluster, namespace, name)
+                outcome = await asyncio.to_thread(reconcile_once, memo.cluster, namespace, name, datetime.now(timezone.utc))
             except TRANSIENT_ERRORS as error:
                 conflict = isinstance(error, ApiException) and error.status == 409
                 metrics.RECONCILES.labels("conflict" if conflict else "error").inc()

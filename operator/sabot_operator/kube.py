@@ -12,6 +12,8 @@ from . import builders, crd
 
 # Every request has a deadline, so a stuck connection cannot stall a job's reconcile loop.
 REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds
+# Kind of a child -> the resource's name in the core API's method names (create_namespaced_<...>).
+CHILD_RESOURCES = {"Pod": "pod", "Service": "service", "ConfigMap": "config_map"}
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -51,9 +53,23 @@ class Cluster:
                 return None
             raise
 
+    def _call(self, verb: str, kind: str):
+        return getattr(self.core, f"{verb}_namespaced_{CHILD_RESOURCES[kind]}")
+
     def list_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=builders.pod_selector(job_name), _request_timeout=REQUEST_TIMEOUT)
         return [self.client.sanitize_for_serialization(pod) for pod in pods.items]
+
+    def get_children(self, namespace: str, job_name: str) -> dict[str, dict[str, Any]]:
+        """The job's shared children (ConfigMap, Service) by kind; absent ones are left out."""
+        found = {}
+        for kind, name in builders.shared_child_names(job_name).items():
+            try:
+                found[kind] = self.client.sanitize_for_serialization(self._call("read", kind)(name, namespace, _request_timeout=REQUEST_TIMEOUT))
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        return found
 
     def patch_status(self, job: dict[str, Any], new_status: dict[str, Any]) -> None:
         """Write status only if the job is unchanged since it was read (409 otherwise: read again)."""
@@ -65,24 +81,20 @@ class Cluster:
         self.custom.patch_namespaced_custom_object_status(crd.GROUP, crd.VERSION, meta["namespace"], crd.PLURAL, meta["name"], body, _request_timeout=REQUEST_TIMEOUT)
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        """Create a child; an existing one (409) counts as done. True when this call created it."""
-        namespace, kind = manifest["metadata"]["namespace"], manifest["kind"]
-        create = {"Pod": self.core.create_namespaced_pod, "Service": self.core.create_namespaced_service, "ConfigMap": self.core.create_namespaced_config_map}[kind]
+        """Create a child; an existing one (409) counts as done, and the next pass checks what it
+        holds (status.reconcile replaces a stale one). True when this call created it."""
         try:
-            create(namespace, manifest, _request_timeout=REQUEST_TIMEOUT)
+            self._call("create", manifest["kind"])(manifest["metadata"]["namespace"], manifest, _request_timeout=REQUEST_TIMEOUT)
             return True
         except ApiException as error:
             if error.status != 409:
                 raise
-        if kind == "ConfigMap":
-            # The plan follows the spec of the attempt being started (it may have been edited while
-            # the job was suspended); pods and the headless service are fixed by name and labels.
-            self.core.replace_namespaced_config_map(manifest["metadata"]["name"], namespace, manifest, _request_timeout=REQUEST_TIMEOUT)
         return False
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child; a missing one (404) counts as done."""
         try:
-            self.core.delete_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            self._call("delete", kind)(name, namespace, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as error:
             if error.status != 404:
                 raise

@@ -1,10 +1,12 @@
 """The job's state machine as one pure function: the SabotJob and its pods in, the next step out.
 
-`reconcile(job, pods, now)` reads nothing but its arguments, so an operator restarted mid-job
-continues from `status` and the pods it finds. The caller applies a `Plan` in a fixed order: status
-first (the record of what is about to happen), then pod deletions, then creations, then Events.
-Attempt numbers only grow, and every attempt's pods carry it (label and SABOT_ATTEMPT), so a retry
-never shares shuffle ids with the attempt it replaces.
+`reconcile(job, pods, now, children)` reads nothing but its arguments, so an operator restarted
+mid-job continues from `status` and the children it finds. The caller makes a `Plan`'s writes in the
+order of `Plan.actions()`: status first (the record of what is about to happen), then deletions,
+then creations; Events are posted after them. Every pass may stop after any write: the next pass
+plans whatever is still missing for the current attempt, so it converges without creating anything
+twice. Attempt numbers only grow, and every attempt's pods carry it (label and SABOT_ATTEMPT), so a
+retry never shares shuffle ids with the attempt it replaces.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Mapping
 
 import jsonschema
 
@@ -34,17 +36,43 @@ class Event:
     message: str
 
 
+@dataclass(frozen=True)
+class Action:
+    """One write of a pass: patch_status (body = the new status), delete or create a child (kind,
+    name; body = the manifest to create), or delete_job."""
+
+    verb: str
+    kind: str = ""
+    name: str = ""
+    body: Any = None
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.kind}/{self.name}" if self.kind else self.verb
+
+
 @dataclass
 class Plan:
     status: dict[str, Any]
     create: list[dict[str, Any]] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
+    delete_children: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of stale shared children
     delete_job: bool = False
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
     def requeue(self, seconds: float) -> None:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+    def actions(self) -> list[Action]:
+        """The writes in the order a pass makes them. Status first, so what exists is always covered
+        by a recorded attempt; `create` lists the shared children before the pods (see _plan_children)."""
+        return [
+            Action("patch_status", body=self.status),
+            *(Action("delete", "Pod", name) for name in self.delete_pods),
+            *(Action("delete", kind, name) for kind, name in self.delete_children),
+            *(Action("create", child["kind"], child["metadata"]["name"], child) for child in self.create),
+            *([Action("delete_job")] if self.delete_job else []),
+        ]
 
 
 def timestamp(moment: datetime) -> str:
@@ -141,11 +169,30 @@ def _is_live(pod: dict[str, Any]) -> bool:
     return not pod["metadata"].get("deletionTimestamp")
 
 
+def _pod_condition(pod: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
+def _scheduled(pod: dict[str, Any]) -> bool:
+    # A pod that runs or ran was placed, whatever its conditions say.
+    return bool((pod.get("spec") or {}).get("nodeName")) or _pod_phase(pod) != PENDING or _pod_condition(pod, "PodScheduled").get("status") == "True"
+
+
+def unschedulable_reason(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message when it tried to place the pod and could not (PodScheduled=False,
+    reason Unschedulable), e.g. "0/3 nodes are available: 3 Insufficient cpu."; None otherwise."""
+    condition = _pod_condition(pod, "PodScheduled")
+    if condition.get("status") == "False" and condition.get("reason") == "Unschedulable" and not _scheduled(pod):
+        return (condition.get("message") or "").strip() or "Unschedulable"
+    return None
+
+
 # ---------------------------------------------------------------------------------------- reconcile
 
 
-def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> Plan:
-    """Decide the next step of `job` given all pods that carry its label."""
+def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, children: Mapping[str, dict[str, Any]]) -> Plan:
+    """Decide the next step of `job` given all pods that carry its label and its shared children
+    (kind -> the ConfigMap and Service as read; absent ones left out)."""
     status = copy.deepcopy(job.get("status") or {})
     generation = job["metadata"].get("generation", 0)
     status["observedGeneration"] = generation
@@ -164,17 +211,21 @@ def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) ->
     elif spec["suspend"]:
         _suspend(job, pods, plan, now)
     elif phase in crd.ACTIVE_PHASES:
-        _follow_attempt(job, pods, plan, now)
+        _follow_attempt(job, pods, children, plan, now)
     else:
-        _start_attempt(job, pods, plan, now)
+        _start_attempt(job, pods, children, plan, now)
     _transition_event(phase, plan)
     return plan
+
+
+# Events that report what was seen rather than the step taken: they never stand in for a phase change.
+OBSERVATIONS = ("SpecChangeIgnored", "Unschedulable")
 
 
 def _transition_event(old_phase: str | None, plan: Plan) -> None:
     new_phase = plan.status.get("phase")
     # A step that already explains itself (AttemptFailed, InvalidSpec, ...) is the transition's Event.
-    if new_phase != old_phase and not plan.events:
+    if new_phase != old_phase and all(event.reason in OBSERVATIONS for event in plan.events):
         message = next((c["message"] for c in plan.status.get("conditions", []) if c["type"] == "Progressing"), "")
         plan.events.append(Event("Warning" if new_phase == FAILED else "Normal", new_phase, message))
 
@@ -237,13 +288,13 @@ def _suspend(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: d
     plan.status["phase"] = SUSPENDED
     plan.status["ready"] = f"0/{job['spec']['agents']}"
     # The deadline counts running time only (as for batch/v1 Jobs): resuming starts the clock anew.
-    for key in ("startTime", "nextAttemptTime"):
+    for key in ("startTime", "attemptStartTime", "nextAttemptTime"):
         plan.status.pop(key, None)
     message = "spec.suspend is true: agents removed; setting it to false starts a new attempt"
     _conditions(job, plan, now, ready=(False, "Suspended", message), progressing=(False, "Suspended", message))
 
 
-def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: datetime) -> None:
+def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Mapping[str, dict[str, Any]], plan: Plan, now: datetime) -> None:
     """Pending (new, retrying or resumed): wait for old pods and the backoff, validate, start."""
     spec, status = job["spec"], plan.status
     status["phase"] = PENDING
@@ -268,11 +319,35 @@ def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, 
     status.pop("nextAttemptTime", None)
     status.pop("completionTime", None)
     status.setdefault("startTime", timestamp(now))
-    status.update(phase=STARTING, specHash=spec_hash(spec), agents=_agent_records(job))
+    status.update(phase=STARTING, specHash=spec_hash(spec), attemptStartTime=timestamp(now), agents=_agent_records(job))
     message = f"attempt {status['attempt']}: creating {spec['agents']} agents"
     _conditions(job, plan, now, ready=(False, "Starting", message), progressing=(True, "AttemptStarted", message))
-    plan.create = builders.children(job, status["attempt"])
+    # Every attempt reports (and warns about) its own scheduling.
+    set_condition(status, "AgentsScheduled", False, "Scheduling", message, job["metadata"].get("generation", 0), now)
+    _plan_children(job, children, plan, range(spec["agents"]), pods_exist=False)
     plan.requeue(SETTLE_SECONDS)
+
+
+def _plan_children(job: dict[str, Any], children: Mapping[str, dict[str, Any]], plan: Plan, pod_indices, *, pods_exist: bool) -> None:
+    """Plan what the current attempt still lacks, in a safe order: the shared children (ConfigMap,
+    Service) before any pod, so no pod waits in ContainerCreating for its plan or starts before its
+    DNS name exists (a pass that fails creating them ends before the pods). A shared child that is
+    not the one this attempt needs (built for another spec, or left by a deleted job of the same
+    name) is deleted now and created by a later pass that finds it gone, and only then the pods:
+    a pod never mounts a stale plan. Once the attempt has pods, its shared children are recreated
+    when missing but never rebuilt under them (the agents read the plan when they start)."""
+    stale = False
+    for desired in builders.shared_children(job):
+        existing = children.get(desired["kind"])
+        if existing is None:
+            plan.create.append(desired)
+        elif not pods_exist and not builders.is_current(existing, desired):
+            plan.delete_children.append((desired["kind"], desired["metadata"]["name"]))
+            stale = True
+    if stale:
+        plan.requeue(SETTLE_SECONDS)
+        return
+    plan.create += [builders.agent_pod(job, index, plan.status["attempt"]) for index in pod_indices]
 
 
 # A freshly started attempt records its agents as "Creating": a pod missing in that state was never
@@ -300,7 +375,7 @@ def _agent_records(job: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
-def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: datetime) -> None:
+def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Mapping[str, dict[str, Any]], plan: Plan, now: datetime) -> None:
     spec, status = job["spec"], plan.status
     attempt = status["attempt"]
     current = {pod_index(pod): pod for pod in pods if pod_attempt(pod) == attempt}
@@ -327,43 +402,90 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan,
             record["message"] = message[: crd.MAX_MESSAGE_LENGTH]
     status["agents"] = records
     status["ready"] = f"{sum(record['ready'] for record in records)}/{len(records)}"
-    _report_spec_drift(job, plan, now)
+    drifted = _report_spec_drift(job, plan, now)
+    unschedulable = _report_scheduling(job, [current.get(record["index"]) for record in records], plan, now)
 
     broken = [record for record in records if record["phase"] in (FAILED, MISSING)]
     if broken:
         first = broken[0]
-        _fail_attempt(job, pods, plan, f"agent {first['index']} ({first['name']}) {first['phase'].lower()}: {first.get('message', 'no message')}", now)
+        _fail_attempt(job, pods, plan, "AttemptFailed", f"agent {first['index']} ({first['name']}) {first['phase'].lower()}: {first.get('message', 'no message')}", now)
         return
-    if to_create:
-        plan.create = [builders.agent_pod(job, index, attempt) for index in to_create]
     if all(record["phase"] == SUCCEEDED for record in records):
         rows = sum(record.get("result", {}).get("rowsOut", 0) for record in records)
         _finish(job, plan, SUCCEEDED, "Succeeded", f"all {len(records)} agents succeeded on attempt {attempt} ({rows} rows)", now)
         return
-    if status["phase"] == STARTING and all(record["ready"] or record["phase"] == SUCCEEDED for record in records):
-        status["phase"] = RUNNING
+    if not drifted:
+        _plan_children(job, children, plan, to_create, pods_exist=bool(current))
+    elif to_create or any(kind not in children for kind in builders.shared_child_names(job["metadata"]["name"])):
+        # Only the edited spec is known now: what it would build does not fit the rest of the attempt.
+        _fail_attempt(job, pods, plan, "SpecChanged", "the spec was edited before all of the attempt's children existed", now)
+        return
+    if status["phase"] == STARTING:
+        if all(record["ready"] or record["phase"] == SUCCEEDED for record in records):
+            status["phase"] = RUNNING
+        elif spec.get("startupDeadlineSeconds") is not None:
+            deadline = spec["startupDeadlineSeconds"]
+            # attemptStartTime is absent when an operator version without it started the attempt.
+            expires = parse_time(status.setdefault("attemptStartTime", timestamp(now))) + timedelta(seconds=deadline)
+            if now >= expires:
+                waiting = sum(not (record["ready"] or record["phase"] == SUCCEEDED) for record in records)
+                message = f"{waiting} of {len(records)} agents not ready within startupDeadlineSeconds={deadline}"
+                _fail_attempt(job, pods, plan, "StartupDeadlineExceeded", f"{message}; {unschedulable}" if unschedulable else message, now)
+                return
+            plan.requeue((expires - now).total_seconds())
     message = f"attempt {attempt}: {status['ready']} agents ready"
     all_ready = status["ready"] == f"{len(records)}/{len(records)}"
     _conditions(job, plan, now, ready=(all_ready, "AgentsReady" if all_ready else "AgentsNotReady", message), progressing=(True, status["phase"], message))
-    if to_create or plan.delete_pods:
+    if plan.create or plan.delete_pods:
         plan.requeue(SETTLE_SECONDS)
     if spec.get("activeDeadlineSeconds") is not None:
         deadline = parse_time(status["startTime"]) + timedelta(seconds=spec["activeDeadlineSeconds"])
         plan.requeue(max((deadline - now).total_seconds(), 0.0))
 
 
-def _report_spec_drift(job: dict[str, Any], plan: Plan, now: datetime) -> None:
-    """Without CEL nothing stops an edit of a running job; it is ignored until the next attempt."""
+def _report_spec_drift(job: dict[str, Any], plan: Plan, now: datetime) -> bool:
+    """Without CEL nothing stops an edit of a running job; it is ignored until the next attempt.
+    True when the spec differs from the one the attempt started with."""
     if plan.status.get("specHash") in (None, spec_hash(job["spec"])):
-        return
+        return False
     message = "spec changed while the job is running; the change is ignored until the next attempt (only spec.suspend may change)"
     already = any(c["type"] == "Degraded" and c["reason"] == "SpecChangeIgnored" for c in plan.status.get("conditions", []))
     if not already:
         plan.events.append(Event("Warning", "SpecChangeIgnored", message))
     set_condition(plan.status, "Degraded", True, "SpecChangeIgnored", message, job["metadata"].get("generation", 0), now)
+    return True
 
 
-def _fail_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, reason_message: str, now: datetime) -> None:
+def _report_scheduling(job: dict[str, Any], attempt_pods: list[dict[str, Any] | None], plan: Plan, now: datetime) -> str | None:
+    """Set AgentsScheduled from the attempt's pods (None: not created yet) and warn once per attempt
+    when the scheduler cannot place some of them. Unschedulable is reported only once the scheduler
+    has tried every pod, so the count is the attempt's, not a snapshot of its first few pods.
+    Returns the summary ("k of n agents cannot be scheduled (...)") while any pod is unschedulable."""
+    status, total = plan.status, len(attempt_pods)
+    present = [pod for pod in attempt_pods if pod is not None]
+    scheduled = sum(_scheduled(pod) for pod in present)
+    refused = [(pod_index(pod), reason) for pod in present if (reason := unschedulable_reason(pod)) is not None]
+    summary = None
+    if refused:
+        index, reason = refused[0]
+        summary = f"{len(refused)} of {total} agents cannot be scheduled (agent {index}: {reason})"
+    prefix = f"attempt {status['attempt']}: "
+    previous = next((c for c in status.get("conditions", []) if c["type"] == "AgentsScheduled"), {})
+    if scheduled == total:
+        value = (True, "AgentsScheduled", f"{prefix}all {total} agents are on nodes")
+    elif summary and scheduled + len(refused) == total:
+        value = (False, "Unschedulable", prefix + summary)
+        if previous.get("reason") != "Unschedulable":
+            plan.events.append(Event("Warning", "Unschedulable", prefix + summary))
+    else:
+        value = (False, "Scheduling", f"{prefix}{scheduled} of {total} agents scheduled")
+    set_condition(status, "AgentsScheduled", *value, job["metadata"].get("generation", 0), now)
+    return summary
+
+
+def _fail_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, reason: str, reason_message: str, now: datetime) -> None:
+    """End the current attempt, counted against retry.limit: its pods go (releasing their nodes) and
+    the next one starts after the backoff, or the job fails."""
     spec, status = job["spec"], plan.status
     status["failedAttempts"] = status.get("failedAttempts", 0) + 1
     _stop_pods(pods, plan)
@@ -376,6 +498,6 @@ def _fail_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, r
     status["phase"] = PENDING
     status["nextAttemptTime"] = timestamp(now + timedelta(seconds=delay))
     message = f"attempt {attempt} failed: {reason_message}; retrying in {delay}s"
-    plan.events.append(Event("Warning", "AttemptFailed", message))
-    _conditions(job, plan, now, ready=(False, "AttemptFailed", message), progressing=(True, "BackoffAfterFailure", message), degraded=(True, "AttemptFailed", message))
+    plan.events.append(Event("Warning", reason, message))
+    _conditions(job, plan, now, ready=(False, reason, message), progressing=(True, "BackoffAfterFailure", message), degraded=(True, reason, message))
     plan.requeue(delay)

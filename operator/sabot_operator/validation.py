@@ -10,25 +10,18 @@ from typing import Any
 
 import jsonschema
 
-from sabot_agent.jobspec import JobSpecError, validate_job
+from sabot_agent.jobspec import JobSpecError, field_path, validate_job
 
 from . import builders, crd
 
 _SCHEMA_VALIDATOR = jsonschema.Draft7Validator(crd.OBJECT_SCHEMA)
 
 
-def _field(parts) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def _schema_problem(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in error.instance]
-        return "; ".join(f"{_field([*error.absolute_path, name])}: required field is missing" for name in missing)
-    return f"{_field(error.absolute_path)}: {error.message}"
+        return "; ".join(f"{field_path([*error.absolute_path, name])}: required field is missing" for name in missing)
+    return f"{field_path(error.absolute_path)}: {error.message}"
 
 
 def spec_problems(job: dict[str, Any]) -> list[str]:

@@ -11,10 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 from sabot_agent.inputs import generate_table, read_share, resolve_schema
 from sabot_agent.jobspec import (
     JOB_SCHEMA,
+    MAX_AGENTS,
+    MAX_JOB_NAME_LENGTH,
     PIPELINE_SCHEMA,
     JobSpecError,
     kubernetes_openapi_schema,
@@ -22,7 +24,7 @@ from sabot_agent.jobspec import (
     parse_memory,
     validate_job,
 )
-from sabot_agent.tickets import PartitionKey, PutMetadata, TicketError, fnv1a_64, shuffle_id
+from sabot_agent.tickets import PartitionKey, TicketError, fnv1a_64, shuffle_id
 
 BASE = {
     "apiVersion": "sabot.io/v1alpha1",
@@ -98,7 +100,7 @@ def test_examples_are_valid(path):
         (lambda d: d["spec"]["pipeline"]["inputs"]["sales"]["generate"]["columns"]["amount"].update(type="decimal"),
          "spec.pipeline.inputs.sales.generate.columns.amount.type: 'decimal' is not one of int64, float64, string"),
         (lambda d: d["spec"]["pipeline"].update(join={"left": "sales", "right": "regions", "on": ["region_id"]}),
-         "spec.pipeline: needs exactly one of 'aggregate' or 'join'"),
+         "spec.pipeline: needs exactly one of 'aggregate', 'join' or 'sql' (got aggregate, join)"),
         (lambda d: d["metadata"].update(name="Sales_By_Region"), "metadata.name: 'Sales_By_Region' must be a DNS label"),
         (lambda d: d["spec"]["pipeline"]["inputs"]["sales"].update(path="x/"), "spec.pipeline.inputs.sales: give either 'path'"),
     ],
@@ -173,7 +175,7 @@ def test_yaml_key_on_stays_a_string(tmp_path):
     doc["spec"]["pipeline"]["join"] = {"left": "sales", "right": "regions", "on": ["region_id"]}
     path.write_text(yaml.safe_dump(doc).replace("'on':", "on:"))
     assert "on:" in path.read_text()
-    assert load_job_file(str(path)).join.on == ("region_id",)
+    assert load_job_file(str(path)).join.left_on == ("region_id",)
 
 
 def test_pipeline_schema_is_structural():
@@ -223,10 +225,6 @@ def test_fnv1a_golden_vectors_and_ticket_format():
                          (b"99999999999999999999:1", "int64"), (b"\xff:1", "not ASCII"), (b"1" * 100, "longer")]:  # fmt: skip
         with pytest.raises(TicketError, match=message):
             PartitionKey.decode(bad)
-    meta = PutMetadata(sid, 2, 1, 5)
-    assert PutMetadata.decode(meta.encode()) == meta
-    with pytest.raises(TicketError, match="missing sequence"):
-        PutMetadata.decode(b'{"shuffle_id": "s", "producer": 0, "attempt": 0}')
 
 
 def test_generated_data_is_the_same_however_it_is_split():
@@ -241,3 +239,52 @@ def test_generated_data_is_the_same_however_it_is_split():
 
 def pc_distinct(table, column) -> int:
     return len(table.column(column).unique())
+
+
+def test_a_key_given_twice_is_rejected_naming_the_key_and_its_line(tmp_path):
+    path = tmp_path / "job.yaml"
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    assert "\n  agents: 2\n  slotsPerAgent: 2\n" in text
+    path.write_text(text.replace("\n  slotsPerAgent: 2\n", "\n  slotsPerAgent: 2\n  agents: 3\n"))
+    first = text.splitlines().index("  agents: 2") + 1
+    with pytest.raises(JobSpecError) as caught:
+        load_job_file(str(path))
+    assert caught.value.problems == [f"{path}: line {first + 2}, column 3: not valid YAML: duplicate key 'agents' (first given on line {first})"]
+    assert str(caught.value) == f"invalid SabotJob: {caught.value.problems[0]}"  # one problem, one line
+
+
+def test_yaml_merge_keys_may_repeat_a_key(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(BASE).replace("spec:\n", "defaults: &d {agents: 5}\nspec:\n  <<: *d\n", 1))
+    with pytest.raises(JobSpecError, match="defaults: unknown field"):  # merged fine; only the extra top-level key is wrong
+        load_job_file(str(path))
+
+
+def test_a_job_file_that_is_not_utf8_names_the_line_and_byte(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_bytes(b"apiVersion: sabot.io/v1alpha1\nkind: SabotJob\nmetadata:\n  name: caf\xe9\n")
+    with pytest.raises(JobSpecError) as caught:
+        load_job_file(str(path))
+    assert caught.value.problems == [f"{path}: line 4: not UTF-8 text (byte 0xe9 at offset 66)"]
+
+
+def test_a_job_name_leaves_room_for_the_agent_pod_suffix():
+    """Pods are named <name>-agent-<index>, a DNS label of at most 63 characters."""
+    longest = "j" * MAX_JOB_NAME_LENGTH
+    assert len(f"{longest}-agent-{MAX_AGENTS - 1}") == 63 and MAX_JOB_NAME_LENGTH == 52
+    assert validate_job(modified(lambda d: d["metadata"].update(name=longest))).name == longest
+    problems = problems_of(modified(lambda d: d["metadata"].update(name="j" * 60)))
+    assert problems == ["metadata.name: longer than 52 characters (agent pods are named <name>-agent-<index>, a DNS label of at most 63)"]
+
+
+@pytest.mark.parametrize(
+    "ticket", [b" 12 : 3 ", b"+12:+1", b"012:1", b"1:01", b"-0:1", b"1:-0", b"1:1\n", b"1 :1", b"1:2:3", b"0x1:1", b"1_0:1", b":1", b"1:"]
+)
+def test_tickets_are_parsed_strictly(ticket):
+    with pytest.raises(TicketError, match="malformed ticket"):
+        PartitionKey.decode(ticket)
+
+
+@pytest.mark.parametrize("ticket", [b"0:0", b"-1:0", b"9223372036854775807:2147483647", b"-9223372036854775808:0", b"12:3"])
+def test_every_encoded_ticket_decodes(ticket):
+    assert PartitionKey.decode(ticket).encode() == ticket

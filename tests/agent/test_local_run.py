@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from conftest import agent_processes, child_env, native_or_skip, process_alive
+from helpers import agent_http_port, agent_processes, child_env, process_alive, require_native, stop_process
 from sabot_agent.inputs import generate_table
 from sabot_agent.jobspec import validate_job
 
@@ -68,7 +68,7 @@ def test_groupby_of_multi_chunk_ipc_input_with_few_keys_equals_pyarrow(tmp_path)
     """An Arrow IPC input (memory-mapped) of several record batches per agent and few keys: each chunk
     is pre-aggregated on its own (the per-chunk path of the map), and duplicate partial states (sum and
     mean share a sum, count and mean a count) are shuffled once; the result must not change."""
-    native_or_skip()
+    require_native()
     import numpy as np
 
     rng = np.random.default_rng(7)
@@ -96,7 +96,7 @@ def test_groupby_of_multi_chunk_ipc_input_with_few_keys_equals_pyarrow(tmp_path)
     assert pc.all(pc.less(pc.abs(pc.subtract(actual["average"], expected["v_mean"])), 1e-9)).as_py()
 
 def test_group_by_with_three_agents_equals_pyarrow(tmp_path):
-    native_or_skip()
+    require_native()
     pipeline = {
         "inputs": {"sales": SALES},
         "shuffle": {"partitions": 7},
@@ -146,7 +146,7 @@ def test_group_by_with_three_agents_equals_pyarrow(tmp_path):
 
 @pytest.mark.parametrize("how, pyarrow_how", [("inner", "inner"), ("full", "full outer")])
 def test_join_with_three_agents_equals_pyarrow(tmp_path, how, pyarrow_how):
-    native_or_skip()
+    require_native()
     pipeline = {
         "inputs": {
             "orders": {"generate": {"rows": 20_000, "seed": 3, "columns": {
@@ -186,7 +186,7 @@ def long_running_pipeline(partitions: int) -> dict:
 
 
 def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
-    native_or_skip()
+    require_native()
     pipeline = long_running_pipeline(partitions=6)
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(job_doc("kill-me", tmp_path / "out", pipeline)))
@@ -201,15 +201,14 @@ def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
             assert time.monotonic() < deadline, "agent 1 never started serving"
             assert run.poll() is None, run.communicate()
             for pid, argv in agent_processes(path).items():
-                if _argument(argv, "--agent-index") == "1" and _answers(int(_argument(argv, "--http-port"))):
+                port = agent_http_port(argv)
+                if _argument(argv, "--agent-index") == "1" and port is not None and _answers(port):
                     victim = pid
             time.sleep(0.01)  # polling for the agent's HTTP port to answer
         os.kill(victim, signal.SIGKILL)
         stdout, stderr = run.communicate(timeout=RUN_TIMEOUT)
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        stop_process(run, grace=0)
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert run.returncode == 1
     assert summary["status"] == "Failed"
@@ -257,7 +256,7 @@ def test_unknown_column_in_a_parquet_input_is_named(tmp_path):
 
 
 def test_group_by_over_parquet_files_with_two_agents(tmp_path):
-    native_or_skip()
+    require_native()
     import pyarrow.parquet as pq
 
     (tmp_path / "data").mkdir()
@@ -271,14 +270,15 @@ def test_group_by_over_parquet_files_with_two_agents(tmp_path):
     }, agents=2)  # fmt: skip
     completed, summary = sabot_run(tmp_path, doc)
     assert completed.returncode == 0, completed.stderr
-    assert summary["rows_in"] == 1500 and [agent["rows_in"] for agent in summary["agents"]] == [800, 700]  # 15 row groups split 8/7
+    # 15 row groups of 100 rows, shared by rows: agent 0 the first 7, agent 1 the other 8
+    assert summary["rows_in"] == 1500 and [agent["rows_in"] for agent in summary["agents"]] == [700, 800]
     expected = pa.concat_tables(tables).group_by("region_id").aggregate([("amount", "sum")]).sort_by("region_id")
     actual = read_output(tmp_path / "out").sort_by("region_id")
     assert actual.column("total").to_pylist() == expected.column("amount_sum").to_pylist()
 
 
 def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
-    native_or_skip()
+    require_native()
     pipeline = long_running_pipeline(partitions=4)
     path = tmp_path / "interrupt.yaml"
     path.write_text(yaml.safe_dump(job_doc("interrupt-me", tmp_path / "out", pipeline, agents=2)))
@@ -296,9 +296,7 @@ def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=RUN_TIMEOUT)
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        stop_process(run, grace=0)
     assert run.returncode == 130
     assert json.loads(stdout.strip().splitlines()[-1])["reason"] == "interrupted"
     assert not any(process_alive(pid) for pid in started)
@@ -317,8 +315,8 @@ def agent_command(tmp_path, name: str, agents: int, flight_port: int, http_port:
             "--http-port", str(http_port), "--spill-dir", str(tmp_path / "spill"), "--termination-log", str(termination_log)]
 
 
-def test_agent_fails_fast_when_a_peer_dies_before_committing(tmp_path, serve_agent):
-    """sabot-agent on its own (flags, termination log): its peer 1 answers health but never commits, then dies."""
+def test_agent_fails_fast_when_a_peer_dies_before_sealing(tmp_path, serve_agent):
+    """sabot-agent on its own (flags, termination log): its peer 1 answers health but never seals, then dies."""
     from sabot_agent.local import free_ports
 
     silent_peer = serve_agent("silent-peer")
@@ -331,23 +329,20 @@ def test_agent_fails_fast_when_a_peer_dies_before_committing(tmp_path, serve_age
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while True:  # agent 0 pushed and committed to the silent peer: it is now waiting for producer 1
+        while True:  # agent 0 sealed its stage 0 and now waits for the silent peer's part of it
             status = _status(http_port)
-            if status and status["phase"] == "wait":
+            if status and status["phase"] == "stage 1":
                 break
             assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
             time.sleep(0.02)  # polling the agent's /status
         silent_peer.stop()
         _, stderr = agent.communicate(timeout=30)
     finally:
-        if agent.poll() is None:
-            os.killpg(agent.pid, signal.SIGKILL)
-            agent.wait()
+        stop_process(agent, grace=0)
     assert agent.returncode == 1
     reason = reason_file.read_text().strip()
-    assert reason.startswith(
-        f"agent 0: wait failed: peer 1 ({silent_peer.peer}) stopped answering before committing 'lonely/attempt-0/aggregate'"
-    )
+    assert reason.startswith("agent 0: stages failed: agent 1 stopped answering while this agent waited for its stage 0"), reason
+    assert silent_peer.peer in reason
     assert "\n" not in reason and f"sabot-agent: error: {reason}" in stderr
 
 

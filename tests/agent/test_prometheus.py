@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from helpers import stop_process
+
 SCRAPE_CONFIG = """\
 global:
   scrape_interval: 1s
@@ -49,12 +51,7 @@ def prometheus(tmp_path):
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)
 
 
 def query(base: str, expression: str) -> list[dict]:

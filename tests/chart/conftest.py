@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chart_render import SCENARIOS, ensure_tool, render
+from chart_render import SCENARIOS, render
+from helpers import ensure_tool
 
 
 @pytest.fixture(scope="session")

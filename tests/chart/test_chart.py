@@ -10,9 +10,10 @@ import jsonschema
 import pytest
 import yaml
 
-from chart_render import (CHART, CHART_CRD, KUBE_VERSION, RELEASE_NAMESPACE, SCENARIOS, SOURCE_CRD,
-                          crd_options, helm_template, render)
+import kubernetes_validate
+from chart_render import CHART, CHART_CRD, KUBE_VERSION, RELEASE_NAMESPACE, SCENARIOS, SOURCE_CRD, helm_template, render
 from pod_security import pod_specs, restricted_violations
+from sabot_agent.jobspec import MAX_JOB_NAME_LENGTH, validate_job
 
 VALUES_SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 DEFAULT_VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -102,15 +103,13 @@ def test_helm_refuses_to_render_a_typo(helm):
 
 def test_helm_lint(helm, scenario):
     result = subprocess.run([helm, "lint", "--strict", str(CHART), "--namespace", RELEASE_NAMESPACE,
-                             "--kube-version", KUBE_VERSION, "--values", str(scenario), *crd_options()],
+                             "--kube-version", KUBE_VERSION, "--values", str(scenario)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
 
 def test_manifests_validate_strictly_against_kubernetes_schemas(rendered):
-    kubernetes_validate = pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)")
     checked = 0
     for doc in rendered:
         if (doc["apiVersion"], doc["kind"]) in NO_OFFLINE_SCHEMA:
@@ -240,15 +239,14 @@ def test_helm_test_hook_runs_a_valid_sabotjob_with_least_privilege(helm):
     (config_map,) = [doc for doc in hooks if doc["kind"] == "ConfigMap"]
     job = yaml.safe_load(config_map["data"]["sabotjob.yaml"])
     compile(config_map["data"]["run_smoke_test.py"], "run_smoke_test.py", "exec")
-    jobspec = pytest.importorskip("sabot_agent.jobspec", reason="sabot_agent not importable")
-    assert jobspec.validate_job(job).agents == 2
+    assert validate_job(job).agents == 2
 
 
 def test_helm_test_job_name_fits_agent_pod_names_with_a_long_release_name(helm):
     manifests = [doc for doc in yaml.safe_load_all(helm_template(helm, "--set", "fullnameOverride=" + "x" * 63).stdout) if doc]
     (config_map,) = [doc for doc in manifests if doc["kind"] == "ConfigMap"]
     name = yaml.safe_load(config_map["data"]["sabotjob.yaml"])["metadata"]["name"]
-    assert len(name) <= 52 and len(f"{name}-agent-1023") <= 63
+    assert len(name) <= MAX_JOB_NAME_LENGTH and len(f"{name}-agent-1023") <= 63
 
 
 def test_smoke_test_is_left_out_when_disabled(helm):
@@ -262,17 +260,12 @@ def test_smoke_test_is_left_out_when_disabled(helm):
 
 # --- the CRD: one source of truth ----------------------------------------------------------------
 
-needs_crd = pytest.mark.skipif(not SOURCE_CRD.exists(), reason="crds/sabotjob.yaml not written yet (issue 4)")
-
-
-@needs_crd
 def test_chart_crd_is_a_copy_of_crds_sabotjob_yaml():
     assert CHART_CRD.exists(), "charts/sabot-operator/files/crds/sabotjob.yaml missing: run `make chart-crd`"
     assert CHART_CRD.read_bytes() == SOURCE_CRD.read_bytes(), \
         "the chart's CRD drifted from crds/sabotjob.yaml: run `make chart-crd`"
 
 
-@needs_crd
 def test_rendered_crd_equals_the_source_plus_chart_metadata(helm):
     manifests = render(helm, CHART / "ci" / "default-values.yaml")
     (crd,) = by_kind(manifests, "CustomResourceDefinition")

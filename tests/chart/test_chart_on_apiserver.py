@@ -7,17 +7,13 @@ Skips naming the missing piece when the control plane's binaries cannot be had
 (SABOT_E2E_NO_BUILD=1: skip instead of building them)."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from chart_render import CHART, EXAMPLES, REPO
-
-sys.path.insert(0, str(REPO / "hack" / "cluster"))
-import controlplane  # noqa: E402
+from chart_render import CHART, EXAMPLES
+from helpers import control_plane
 
 RELEASE, NAMESPACE = "sabot", "sabot-system"
 OPERATOR = f"system:serviceaccount:{NAMESPACE}:sabot-sabot-operator"
@@ -39,16 +35,8 @@ OPERATOR_MUST_NOT = [("get", "secrets"), ("create", "deployments.apps"), ("creat
 def apiserver():
     """A control plane of its own, not the shared `kube_cluster`: helm refuses to install a CRD that
     other tiers created without helm's ownership labels, so the release must start from an empty one."""
-    try:
-        binaries = controlplane.ensure_binaries(build=os.environ.get("SABOT_E2E_NO_BUILD") != "1", quiet=True)
-    except controlplane.MissingPrerequisite as error:
-        pytest.skip(f"T1 control plane unavailable: {error}")
-    plane = controlplane.ControlPlane(binaries)
-    plane.start()
-    try:
+    with control_plane(quiet=True) as plane:
         yield plane
-    finally:
-        plane.stop(remove=True)
 
 
 def helm_run(helm: str, plane, *args: str) -> subprocess.CompletedProcess:

@@ -3,15 +3,16 @@ accepts, the PodMonitor/NetworkPolicy select the labels and port names the agent
 and the agent pods the operator builds satisfy the restricted Pod Security Standard."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
 from chart_render import CHART, EXAMPLES, SCENARIOS, render
 from pod_security import restricted_violations
 
-builders = pytest.importorskip("sabot_operator.builders", reason="sabot_operator not importable (not installed)")
-crd = pytest.importorskip("sabot_operator.crd", reason="sabot_operator not importable (not installed)")
-operator_main = pytest.importorskip("sabot_operator.main", reason="sabot_operator not importable (not installed)")
+from sabot_operator import builders, crd
+from sabot_operator import main as operator_main
 
 AGENT_SELECTOR = yaml.safe_load((CHART / "values.yaml").read_text())["agents"]["selectorLabels"]
 
@@ -44,9 +45,22 @@ def test_agent_selector_and_port_names_match_the_agent_pods():
     assert AGENT_SELECTOR.items() <= pod["metadata"]["labels"].items()
     (container,) = pod["spec"]["containers"]
     assert {port["name"] for port in container["ports"]} == {"flight", "http"}
-    # the PodMonitor relabels the job's name from this label
-    assert pod["metadata"]["labels"][builders.LABEL_JOB] == "contract"
-    assert builders.LABEL_JOB == "sabot.io/job-name"
+
+
+def prometheus_meta_label(pod_label: str) -> str:
+    """The meta label Prometheus' Kubernetes discovery gives a pod label: every character outside
+    [a-zA-Z0-9_] becomes "_"."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)
+
+
+def test_pod_monitor_relabels_the_job_name_from_a_label_the_agent_pods_carry(helm):
+    """The chart's PodMonitor template against the labels the operator's builder puts on agent pods."""
+    (monitor,) = [doc for doc in render(helm, CHART / "ci" / "monitoring-networkpolicy-values.yaml") if doc["kind"] == "PodMonitor"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (relabeling,) = [item for item in endpoint["relabelings"] if item["targetLabel"] == "sabot_job"]
+    labels = agent_pod_of(example_spec())["metadata"]["labels"]
+    by_meta_label = {prometheus_meta_label(name): value for name, value in labels.items()}
+    assert [by_meta_label.get(source) for source in relabeling["sourceLabels"]] == ["contract"]  # the job's name
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])

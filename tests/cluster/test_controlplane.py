@@ -5,14 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from controlplane import wait_for
+from helpers import kget, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def kget(cluster, *args: str) -> dict:
-    """kubectl get ... -o json, parsed."""
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
 def test_configmap_roundtrip(kube_cluster, namespace):

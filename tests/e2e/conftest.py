@@ -4,7 +4,7 @@ The suite runs only when told which cluster to use, and skips naming what is mis
 - SABOT_E2E_KUBECONFIG=path, or SABOT_E2E=1 with KUBECONFIG: the cluster (kind via `make e2e`, or
   the real-pods tier);
 - SABOT_E2E_IMAGE: the image the agents run (loaded into the cluster's nodes);
-- the SabotJob CRD must be installed (`helm install`, see docs/user-guide.md).
+- the SabotJob CRD must be installed (`helm install`, see README.md, "Installing on a cluster with Helm").
 Optional: SABOT_E2E_NAMESPACE runs the jobs in that existing namespace (for an operator installed
 in namespaced mode) instead of a fresh namespace per test; SABOT_E2E_TIMEOUT (seconds, default 600)
 bounds the wait for each job.
@@ -16,9 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-
-kubernetes = pytest.importorskip("kubernetes", reason="the kubernetes client (pip install kubernetes) is missing")
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config
 
 CRD_NAME = "sabotjobs.sabot.io"
 

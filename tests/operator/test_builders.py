@@ -17,9 +17,13 @@ def env_of(pod: dict) -> dict[str, str]:
     return {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
 
 
+def attempt_children(job: dict, attempt: int) -> list[dict]:
+    return builders.shared_children(job) + [builders.agent_pod(job, index, attempt) for index in range(job["spec"]["agents"])]
+
+
 def test_every_child_is_owned_by_the_job_in_its_namespace():
     job = defaulted()
-    for child in builders.children(job, attempt=1):
+    for child in attempt_children(job, attempt=1):
         (owner,) = child["metadata"]["ownerReferences"]
         assert owner == {
             "apiVersion": "sabot.io/v1alpha1",
@@ -35,7 +39,7 @@ def test_every_child_is_owned_by_the_job_in_its_namespace():
 
 def test_children_have_deterministic_names():
     job = defaulted()
-    names = [(child["kind"], child["metadata"]["name"]) for child in builders.children(job, attempt=1)]
+    names = [(child["kind"], child["metadata"]["name"]) for child in attempt_children(job, attempt=1)]
     assert names == [
         ("ConfigMap", "wordcount-plan"),
         ("Service", "wordcount-agents"),
@@ -43,7 +47,8 @@ def test_children_have_deterministic_names():
         ("Pod", "wordcount-agent-1"),
         ("Pod", "wordcount-agent-2"),
     ]
-    assert names == [(child["kind"], child["metadata"]["name"]) for child in builders.children(job, attempt=2)]
+    assert names == [(child["kind"], child["metadata"]["name"]) for child in attempt_children(job, attempt=2)]
+    assert list(builders.shared_child_names("wordcount").items()) == names[:2]
 
 
 def test_agent_env_tells_each_agent_who_it_is():
@@ -163,3 +168,34 @@ def test_plan_holds_an_agent_job_file_and_the_ordered_peers():
     parsed = validate_job(document)
     assert (parsed.name, parsed.agents, parsed.slots_per_agent, parsed.partitions) == ("wordcount", 3, 2, 6)
     assert config_map["data"]["peers"].splitlines() == builders.peers(job)
+
+
+def read_back(child: dict) -> dict:
+    """`child` as the API server returns it: defaults and server fields added."""
+    obj = {**child, "metadata": {**child["metadata"], "uid": "child-uid", "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z"}}
+    if child["kind"] == "Service":
+        obj["spec"] = {**child["spec"], "clusterIPs": ["None"], "type": "ClusterIP", "sessionAffinity": "None",
+                       "ports": [{**port, "protocol": "TCP"} for port in child["spec"]["ports"]]}
+    return obj
+
+
+def test_shared_children_carry_a_hash_of_what_they_hold():
+    job = defaulted()
+    for child in builders.shared_children(job):
+        assert child["metadata"]["annotations"] == {builders.ANNOTATION_CONTENT_HASH: builders.content_hash(child)}
+        assert builders.is_current(read_back(child), child)  # server defaults do not make it stale
+
+
+def test_a_shared_child_built_for_another_spec_or_job_is_not_current():
+    plan, service = builders.shared_children(defaulted())
+    new_plan, same_service = builders.shared_children(defaulted({"pipeline": {"shuffle": {"partitions": 12}}}))
+    assert not builders.is_current(read_back(plan), new_plan)
+    assert builders.is_current(read_back(service), same_service)  # the service does not depend on the pipeline
+    _, new_service = builders.shared_children(defaulted({"flightPort": 9000}))
+    assert not builders.is_current(read_back(service), new_service)
+    # A leftover of a deleted job of the same name: same content, another owner.
+    recreated = {**defaulted(), "metadata": {**defaulted()["metadata"], "uid": "uid-of-the-new-job"}}
+    assert not builders.is_current(read_back(plan), builders.plan_config_map(recreated))
+    unstamped = read_back(plan)
+    unstamped["metadata"].pop("annotations")
+    assert not builders.is_current(unstamped, plan)

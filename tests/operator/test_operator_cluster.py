@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import kubernetes
@@ -17,18 +18,14 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
-from controlplane import wait_for
+from helpers import kget, wait_for
 from invalid_specs import INVALID_SPECS
 from sabotjobs import agent_result, sabot_job, status_result
-from sabot_operator import builders, crd
+from sabot_operator import builders, crd, handlers, kube
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "sabotjob.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-
-
-def kget(cluster, *args: str) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +153,6 @@ def test_apply_creates_agents_with_unique_ports_service_and_plan(cluster, namesp
         assert table.split("\n")[1].split()[:5] == ["hostnet", "Running", "3/3", "4", "1"]
 
 
-@pytest.mark.skipif(not EXAMPLES, reason="no examples/*.yaml yet")
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
 def test_examples_create_their_agents(cluster, namespace, kubeconfig_env, path):
     jobs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == crd.KIND]
@@ -273,3 +269,166 @@ def test_active_deadline_fails_a_job_that_runs_too_long(cluster, namespace, kube
         assert "activeDeadlineSeconds=3" in ready["message"], status["conditions"]
         assert any(c.get("reason") == "DeadlineExceeded" for c in status["conditions"]), status["conditions"]
         wait_for(lambda: not agent_pods(cluster, namespace, "slow"), what="agents removed after the deadline")
+
+
+# ------------------------------------------------------------------------------------------ scheduling
+
+
+def condition_of(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def children_of(cluster, namespace: str, name: str) -> dict[str, str]:
+    """"Kind/name" -> uid of every child of the job that is not being deleted."""
+    items = kget(cluster, "pods,services,configmaps", "-n", namespace, "-l", f"{builders.LABEL_JOB}={name}")["items"]
+    return {f"{item['kind']}/{item['metadata']['name']}": item["metadata"]["uid"] for item in items if not item["metadata"].get("deletionTimestamp")}
+
+
+def all_children(name: str) -> list[str]:
+    return sorted([f"ConfigMap/{name}-plan", f"Service/{name}-agents", f"Pod/{name}-agent-0", f"Pod/{name}-agent-1"])
+
+
+def test_a_job_created_suspended_creates_nothing_until_resumed(cluster, namespace, kubeconfig_env):
+    """Admission by a queue (Kueue-style): created with suspend=true, the job waits without pods,
+    service or plan; resuming it starts attempt 1."""
+    with operator(namespace):
+        apply(cluster, namespace, manifest("queued", {"agents": 2, "suspend": True}))
+        status = wait_for_status(cluster, namespace, "queued", "phase Suspended", lambda s: s.get("phase") == "Suspended")
+        assert status["attempt"] == 0 and not children_of(cluster, namespace, "queued")
+        cluster.kubectl("patch", "sabotjob", "queued", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+        live_pods_of_attempt(cluster, namespace, "queued", 1, 2)
+        status = wait_for_status(cluster, namespace, "queued", "phase Running", lambda s: s.get("phase") == "Running")
+        assert status["attempt"] == 1 and sorted(children_of(cluster, namespace, "queued")) == all_children("queued")
+
+
+def test_unschedulable_agents_are_reported_and_the_startup_deadline_fails_their_attempts(cluster, namespace, kubeconfig_env):
+    """No node matches the nodeSelector: the scheduler's verdict shows in AgentsScheduled and in one
+    Unschedulable event per attempt; each attempt fails at startupDeadlineSeconds, its pods deleted."""
+    spec = {"agents": 2, "startupDeadlineSeconds": 4, "retry": {"limit": 1, "backoffSeconds": 1}, "pod": {"nodeSelector": {"sabot.io/pool": "no-such-pool"}}}
+    with operator(namespace):
+        apply(cluster, namespace, manifest("nowhere", spec))
+        status = wait_for_status(cluster, namespace, "nowhere", "AgentsScheduled=False/Unschedulable",
+                                 lambda s: condition_of(s, "AgentsScheduled").get("reason") == "Unschedulable")
+        scheduled = condition_of(status, "AgentsScheduled")
+        assert scheduled["status"] == "False" and "2 of 2 agents cannot be scheduled" in scheduled["message"], scheduled
+        assert "node affinity/selector" in scheduled["message"], scheduled  # the scheduler's own words
+        assert status["phase"] == "Starting"
+
+        status = wait_for_status(cluster, namespace, "nowhere", "phase Failed", lambda s: s.get("phase") == "Failed", timeout=60)
+        assert status["failedAttempts"] == 2 and status["attempt"] == 2
+        degraded = condition_of(status, "Degraded")
+        assert degraded["reason"] == "RetryLimitExceeded" and "not ready within startupDeadlineSeconds=4" in degraded["message"], degraded
+        wait_for(lambda: not agent_pods(cluster, namespace, "nowhere"), what="the attempts' pods deleted")
+        expected = {"Unschedulable": 2, "StartupDeadlineExceeded": 1, "Failed": 1}
+        wait_for(lambda: all(events_of(cluster, namespace, "nowhere").count(reason) == count for reason, count in expected.items()),
+                 what=f"events {expected}")
+        # ...and no more: one warning per attempt, not one per pass.
+        reasons = events_of(cluster, namespace, "nowhere")
+        assert {reason: reasons.count(reason) for reason in expected} == expected, reasons
+
+
+def test_agents_beyond_the_nodes_capacity_are_counted_and_suspend_releases_them(cluster, namespace, kubeconfig_env):
+    """The fake node has 32 CPUs: one agent requesting 20 fits, the second does not."""
+    spec = {"agents": 2, "resources": {"requests": {"cpu": "20"}}}
+    with operator(namespace):
+        apply(cluster, namespace, manifest("greedy", spec))
+        status = wait_for_status(cluster, namespace, "greedy", "AgentsScheduled=False/Unschedulable",
+                                 lambda s: condition_of(s, "AgentsScheduled").get("reason") == "Unschedulable")
+        message = condition_of(status, "AgentsScheduled")["message"]
+        assert message.startswith("attempt 1: 1 of 2 agents cannot be scheduled") and "Insufficient cpu" in message, message
+        assert status["phase"] == "Starting" and condition_of(status, "Degraded")["status"] == "False"
+
+        cluster.kubectl("patch", "sabotjob", "greedy", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+        wait_for_status(cluster, namespace, "greedy", "phase Suspended", lambda s: s.get("phase") == "Suspended")
+        wait_for(lambda: not agent_pods(cluster, namespace, "greedy"), what="agents removed")
+        assert events_of(cluster, namespace, "greedy").count("Unschedulable") == 1
+
+
+# ------------------------------------------------------------------------------------------ crash safety
+
+
+def stopped_pass(kc: kube.Cluster, namespace: str, name: str, stop_after: int | None = None) -> list[str]:
+    """One pass of the operator, in-process; with `stop_after` the operator dies after that many of
+    the pass's writes. Returns the pass's planned actions."""
+    job, plan = handlers.decide(kc, namespace, name, datetime.now(timezone.utc))
+    actions = plan.actions()
+    for action in actions[:stop_after]:
+        handlers.apply(kc, job, action)
+    return [str(action) for action in actions]
+
+
+def passes_until(kc: kube.Cluster, cluster, namespace: str, name: str, what: str, predicate) -> dict:
+    def one_pass():
+        stopped_pass(kc, namespace, name)
+        status = status_of(cluster, namespace, name)
+        return status if predicate(status) else None
+
+    return wait_for(one_pass, timeout=30, interval=0.5, what=what)
+
+
+def test_an_operator_stopped_after_any_write_of_a_new_jobs_first_pass_converges_when_restarted(cluster, namespace, kubeconfig_env):
+    """The old failure: status written (attempt 1), then the operator died before the plan and the
+    service existed. Stopped after each write of the first pass, a restarted operator completes the
+    attempt: every child exists once, those made before the stop are kept, no second attempt."""
+    kc = kube.Cluster(kube.api_client())
+    before = {}
+    for stop_after in range(1, 5):
+        name = f"crash-{stop_after}"
+        apply(cluster, namespace, manifest(name, {"agents": 2}))
+        actions = stopped_pass(kc, namespace, name, stop_after)
+        assert actions == ["patch_status", f"create ConfigMap/{name}-plan", f"create Service/{name}-agents", f"create Pod/{name}-agent-0", f"create Pod/{name}-agent-1"]
+        before[name] = children_of(cluster, namespace, name)
+        assert sorted(before[name]) == sorted(action.split(" ")[1] for action in actions[1:stop_after])
+        assert status_of(cluster, namespace, name)["phase"] == "Starting"
+
+    with operator(namespace):
+        for name, existing in before.items():
+            status = wait_for_status(cluster, namespace, name, f"{name} Running", lambda s: s.get("phase") == "Running")
+            assert status["attempt"] == 1 and status["failedAttempts"] == 0, status
+            after = children_of(cluster, namespace, name)
+            assert sorted(after) == all_children(name), after
+            assert {key: after[key] for key in existing} == existing, f"{name}: a child made before the stop was recreated"
+            assert {pod["metadata"]["labels"][builders.LABEL_ATTEMPT] for pod in agent_pods(cluster, namespace, name)} == {"1"}
+
+
+def test_an_operator_stopped_while_resuming_with_an_edited_spec_converges_when_restarted(cluster, namespace, kubeconfig_env):
+    """Suspended, edited (new Flight port and plan), resumed: the first pass of attempt 2 deletes
+    the stale plan and service, the second recreates them and then the pods. Stopped after each of
+    those writes, a restarted operator ends with children that all fit the edited spec."""
+    kc = kube.Cluster(kube.api_client())
+    stops = [(0, 1), (0, 2), (1, 1), (1, 2), (1, 3)]  # (pass of attempt 2, writes made in it)
+    names = [f"edited-{pass_}-{stop_after}" for pass_, stop_after in stops]
+    for name in names:
+        apply(cluster, namespace, manifest(name, {"agents": 2}))
+    for name in names:
+        passes_until(kc, cluster, namespace, name, f"{name} Running", lambda s: s.get("phase") == "Running")
+        cluster.kubectl("patch", "sabotjob", name, "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    edit = {"spec": {"suspend": False, "flightPort": 9000, "pipeline": {"shuffle": {"partitions": 12}}}}
+    kept = {}
+    for name, (pass_, stop_after) in zip(names, stops):
+        passes_until(kc, cluster, namespace, name, f"{name} Suspended", lambda s: s.get("phase") == "Suspended" and s.get("ready") == "0/2")
+        wait_for(lambda: not agent_pods(cluster, namespace, name), what=f"{name}: agents removed")
+        stale = children_of(cluster, namespace, name)
+        cluster.kubectl("patch", "sabotjob", name, "-n", namespace, "--type=merge", "-p", json.dumps(edit))
+        if pass_ == 1:
+            assert stopped_pass(kc, namespace, name) == ["patch_status", f"delete ConfigMap/{name}-plan", f"delete Service/{name}-agents"]
+            wait_for(lambda: not children_of(cluster, namespace, name), what=f"{name}: stale plan and service gone")
+        actions = stopped_pass(kc, namespace, name, stop_after)
+        assert actions[0] == "patch_status" and len(actions) == (3 if pass_ == 0 else 5), actions
+        kept[name] = {key: uid for key, uid in children_of(cluster, namespace, name).items() if uid not in stale.values()}
+
+    with operator(namespace):
+        for name in names:
+            status = wait_for_status(cluster, namespace, name, f"{name} Running", lambda s: s.get("phase") == "Running")
+            assert status["attempt"] == 2 and status["failedAttempts"] == 0, status
+            after = children_of(cluster, namespace, name)
+            assert sorted(after) == all_children(name), after
+            assert {key: after[key] for key in kept[name]} == kept[name], f"{name}: a child made before the stop was recreated"
+            plan = kget(cluster, "configmap", f"{name}-plan", "-n", namespace)["data"]
+            assert plan["peers"].splitlines() == [f"{name}-agent-{i}.{name}-agents:9000" for i in range(2)]
+            assert yaml.safe_load(plan["job.yaml"])["spec"]["pipeline"]["shuffle"]["partitions"] == 12
+            ports = {port["name"]: port["port"] for port in kget(cluster, "service", f"{name}-agents", "-n", namespace)["spec"]["ports"]}
+            assert ports["flight"] == 9000
+            for pod in agent_pods(cluster, namespace, name):
+                env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+                assert (pod["metadata"]["labels"][builders.LABEL_ATTEMPT], env["SABOT_FLIGHT_PORT"]) == ("2", "9000")

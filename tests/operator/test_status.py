@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import yaml
+
 from sabotjobs import agent_result, sabot_job, status_result
 from sabot_operator import builders, crd, kube
 from sabot_operator.status import AGENT_RESULT_FIELDS, parse_result, reconcile, retry_delay, timestamp
@@ -22,9 +24,22 @@ def pod(job: dict, index: int, attempt: int, phase: str = "Running", ready: bool
     return manifest
 
 
-def step(job: dict, pods: list[dict], now: datetime = T0):
-    """Reconcile once and return (job with the new status, plan) — what the handler would write."""
-    plan = reconcile(job, pods, now)
+def unschedulable(job: dict, index: int, attempt: int, message: str = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.") -> dict:
+    """A pod the scheduler tried and failed to place."""
+    manifest = builders.agent_pod({**job, "spec": crd.spec_with_defaults(job["spec"])}, index, attempt)
+    manifest["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
+    return manifest
+
+
+def shared(job: dict) -> dict:
+    """The job's ConfigMap and Service (by kind) as the operator builds them for the job's spec."""
+    return {child["kind"]: child for child in builders.shared_children({**job, "spec": crd.spec_with_defaults(job["spec"])})}
+
+
+def step(job: dict, pods: list[dict], now: datetime = T0, children: dict | None = None):
+    """Reconcile once and return (job with the new status, plan) — what the handler would write.
+    The job's shared children exist and fit its spec unless `children` says otherwise."""
+    plan = reconcile(job, pods, now, shared(job) if children is None else children)
     return {**job, "status": plan.status}, plan
 
 
@@ -33,7 +48,7 @@ def condition(status: dict, type_: str) -> dict:
 
 
 def started(spec_patch: dict | None = None):
-    return step(sabot_job(spec_patch=spec_patch), [])
+    return step(sabot_job(spec_patch=spec_patch), [], children={})
 
 
 def running(job: dict, attempt: int = 1) -> dict:
@@ -56,7 +71,7 @@ def test_a_new_job_starts_attempt_one_with_all_children():
 
 def test_reconcile_is_pure_and_repeatable():
     job = sabot_job()
-    assert reconcile(job, [], T0) == reconcile(job, [], T0)
+    assert reconcile(job, [], T0, {}) == reconcile(job, [], T0, {})
 
 
 def test_all_agents_ready_means_running_and_ready():
@@ -193,8 +208,9 @@ def test_suspend_removes_agents_and_resume_starts_a_new_attempt():
 
 
 def test_a_job_created_suspended_starts_nothing():
-    _, plan = step(sabot_job(spec_patch={"suspend": True}), [])
-    assert plan.status["phase"] == "Suspended" and not plan.create
+    _, plan = step(sabot_job(spec_patch={"suspend": True}), [], children={})
+    assert plan.status["phase"] == "Suspended" and not plan.create and not plan.delete_children
+    assert [str(action) for action in plan.actions()] == ["patch_status"]
 
 
 def test_active_deadline_fails_the_job():
@@ -251,3 +267,156 @@ def test_status_patch_nulls_removed_keys_and_skips_unchanged_ones():
     old = {"phase": "Pending", "nextAttemptTime": "x", "attempt": 1}
     new = {"phase": "Starting", "attempt": 1}
     assert kube.status_patch(old, new) == {"nextAttemptTime": None, "phase": "Starting"}
+
+
+# ------------------------------------------------------------------ shared children (crash safety)
+
+
+def test_a_missing_plan_or_service_is_created_before_the_missing_pods():
+    """The operator stopped after writing the attempt's status: the plan ConfigMap, the Service and
+    the pods do not exist yet. The next pass creates all of them, the pods last."""
+    job, _ = started()
+    _, plan = step(job, [], children={})
+    assert [(child["kind"], child["metadata"]["name"]) for child in plan.create] == [
+        ("ConfigMap", "wordcount-plan"), ("Service", "wordcount-agents"),
+        ("Pod", "wordcount-agent-0"), ("Pod", "wordcount-agent-1"), ("Pod", "wordcount-agent-2"),
+    ]
+    assert plan.status["attempt"] == 1 and plan.requeue_after == 1.0
+    # Only the service was lost: only the service is created.
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], children={"ConfigMap": shared(job)["ConfigMap"]})
+    assert [child["kind"] for child in plan.create] == ["Service"]
+
+
+def test_actions_write_status_first_then_delete_then_create_shared_children_before_pods():
+    job, plan = started()
+    assert [str(action) for action in plan.actions()] == [
+        "patch_status", "create ConfigMap/wordcount-plan", "create Service/wordcount-agents",
+        "create Pod/wordcount-agent-0", "create Pod/wordcount-agent-1", "create Pod/wordcount-agent-2",
+    ]
+    job = {**job, "status": {**job["status"], "attempt": 2}}
+    _, plan = step(job, [pod(job, 0, 1)], children={})
+    assert [str(action) for action in plan.actions()][:3] == ["patch_status", "delete Pod/wordcount-agent-0", "create ConfigMap/wordcount-plan"]
+
+
+def test_a_new_attempt_replaces_a_plan_built_for_another_spec_before_creating_pods():
+    job = running(started()[0])
+    old_children = shared(job)
+    job["spec"]["suspend"] = True
+    job, _ = step(job, [], children=old_children)
+    job["spec"].update(suspend=False, pipeline={**job["spec"]["pipeline"], "shuffle": {"partitions": 12}})
+    job, plan = step(job, [], children=old_children)
+    assert plan.status["phase"] == "Starting" and plan.status["attempt"] == 2
+    assert plan.delete_children == [("ConfigMap", "wordcount-plan")] and not plan.create  # the service still fits
+    # Next pass: the plan is gone; it is created for this spec, then the pods.
+    _, plan = step(job, [], children={"Service": old_children["Service"]})
+    assert [child["kind"] for child in plan.create] == ["ConfigMap", "Pod", "Pod", "Pod"]
+    assert yaml.safe_load(plan.create[0]["data"]["job.yaml"])["spec"]["pipeline"]["shuffle"]["partitions"] == 12
+
+
+def test_shared_children_are_never_rebuilt_under_the_pods_of_an_attempt():
+    job = running(started()[0])
+    stale = {kind: {**child, "metadata": {**child["metadata"], "annotations": {}}} for kind, child in shared(job).items()}
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], children=stale)
+    assert not plan.delete_children and not plan.create
+
+
+def test_a_spec_edited_before_the_attempt_had_all_its_children_fails_the_attempt():
+    """Only without CEL: the missing pod would be built from the edited spec, unlike its peers."""
+    job, _ = started()
+    children = shared(job)
+    job["spec"]["image"] = "sabot:0.2.0"
+    _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1)], children=children)
+    assert plan.status["phase"] == "Pending" and plan.status["failedAttempts"] == 1 and not plan.create
+    assert condition(plan.status, "Degraded")["reason"] == "SpecChanged"
+
+
+# ------------------------------------------------------------------ scheduling and startup deadline
+
+
+def test_unschedulable_agents_set_a_condition_and_warn_once_per_attempt():
+    job, _ = started()
+    pods = [pod(job, 0, 1), unschedulable(job, 1, 1), unschedulable(job, 2, 1)]
+    job, plan = step(job, pods)
+    scheduled = condition(plan.status, "AgentsScheduled")
+    assert scheduled["status"] == "False" and scheduled["reason"] == "Unschedulable"
+    assert scheduled["message"] == "attempt 1: 2 of 3 agents cannot be scheduled (agent 1: 0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.)"
+    assert [(e.type, e.reason, e.message) for e in plan.events] == [("Warning", "Unschedulable", scheduled["message"])]
+    assert plan.status["phase"] == "Starting"
+    job, plan = step(job, pods, T0 + timedelta(seconds=30))
+    assert not plan.events  # not on every pass
+    job, plan = step(job, [pod(job, i, 1) for i in range(3)], T0 + timedelta(seconds=60))
+    assert condition(plan.status, "AgentsScheduled")["status"] == "True" and plan.status["phase"] == "Running"
+
+
+def test_unschedulable_is_reported_once_the_scheduler_tried_every_pod():
+    job, _ = started()
+    waiting = pod(job, 2, 1, phase="Pending", ready=False)  # not looked at yet
+    _, plan = step(job, [pod(job, 0, 1), unschedulable(job, 1, 1), waiting])
+    assert condition(plan.status, "AgentsScheduled")["reason"] == "Scheduling" and not plan.events
+    _, plan = step(job, [pod(job, 0, 1), unschedulable(job, 1, 1)])  # agent 2 not even created
+    assert condition(plan.status, "AgentsScheduled")["reason"] == "Scheduling" and not plan.events
+
+
+def test_more_agents_than_the_nodes_fit_are_counted():
+    job, _ = started({"agents": 200})
+    full = "0/1 nodes are available: 1 Too many pods. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    pods = [pod(job, i, 1) for i in range(110)] + [unschedulable(job, i, 1, full) for i in range(110, 200)]
+    _, plan = step(job, pods)
+    assert condition(plan.status, "AgentsScheduled")["message"] == f"attempt 1: 90 of 200 agents cannot be scheduled (agent 110: {full})"
+    assert plan.status["ready"] == "110/200" and [e.reason for e in plan.events] == ["Unschedulable"]
+
+
+def test_startup_deadline_fails_the_attempt_and_releases_its_pods():
+    job, _ = started({"startupDeadlineSeconds": 60, "retry": {"limit": 1, "backoffSeconds": 10}})
+    assert job["status"]["attemptStartTime"] == timestamp(T0)
+    pods = [unschedulable(job, i, 1) for i in range(3)]
+    job, plan = step(job, pods, T0 + timedelta(seconds=59))
+    assert plan.status["phase"] == "Starting" and plan.requeue_after == 1
+    job, plan = step(job, pods, T0 + timedelta(seconds=60))
+    status = plan.status
+    assert status["phase"] == "Pending" and status["failedAttempts"] == 1 and sorted(plan.delete_pods) == [f"wordcount-agent-{i}" for i in range(3)]
+    degraded = condition(status, "Degraded")
+    assert degraded["reason"] == "StartupDeadlineExceeded"
+    assert degraded["message"].startswith("attempt 1 failed: 3 of 3 agents not ready within startupDeadlineSeconds=60; 3 of 3 agents cannot be scheduled (agent 0: 0/1 nodes")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "StartupDeadlineExceeded")]
+
+    # Attempt 2 has its own clock and its own warning; past the limit the job fails.
+    job, plan = step(job, [], T0 + timedelta(seconds=70))
+    assert plan.status["attempt"] == 2 and plan.status["attemptStartTime"] == timestamp(T0 + timedelta(seconds=70))
+    assert condition(plan.status, "AgentsScheduled")["reason"] == "Scheduling"
+    pods = [unschedulable(job, i, 2) for i in range(3)]
+    job, plan = step(job, pods, T0 + timedelta(seconds=80))
+    assert [e.reason for e in plan.events] == ["Unschedulable"] and "attempt 2:" in plan.events[0].message
+    job, plan = step(job, pods, T0 + timedelta(seconds=130))
+    assert plan.status["phase"] == "Failed" and plan.status["failedAttempts"] == 2 and len(plan.delete_pods) == 3
+    assert condition(plan.status, "Degraded")["reason"] == "RetryLimitExceeded"
+    assert "startupDeadlineSeconds=60" in condition(plan.status, "Degraded")["message"]
+
+
+def test_the_startup_deadline_ends_with_the_startup():
+    job, _ = started({"startupDeadlineSeconds": 60})
+    job = running(job)
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], T0 + timedelta(hours=1))
+    assert plan.status["phase"] == "Running" and plan.requeue_after is None
+
+
+def test_without_a_startup_deadline_a_stuck_start_waits():
+    job, _ = started()
+    _, plan = step(job, [unschedulable(job, i, 1) for i in range(3)], T0 + timedelta(days=1))
+    assert plan.status["phase"] == "Starting" and plan.requeue_after is None
+
+
+def test_suspending_a_starting_job_removes_its_pods():
+    job, _ = started()
+    job, _ = step(job, [unschedulable(job, i, 1) for i in range(3)])
+    job["spec"]["suspend"] = True
+    _, plan = step(job, [unschedulable(job, i, 1) for i in range(3)])
+    assert plan.status["phase"] == "Suspended" and len(plan.delete_pods) == 3 and not plan.create
+    assert "attemptStartTime" not in plan.status
+
+
+def test_a_warning_seen_in_the_pass_of_a_phase_change_does_not_replace_its_event():
+    job, _ = started({"startupDeadlineSeconds": 60, "retry": {"limit": 0}})
+    _, plan = step(job, [unschedulable(job, i, 1) for i in range(3)], T0 + timedelta(seconds=60))
+    assert plan.status["phase"] == "Failed"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "Unschedulable"), ("Warning", "Failed")]

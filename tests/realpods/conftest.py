@@ -29,8 +29,8 @@ for folder in ("operator", "agent"):
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 sys.path.insert(0, str(REPO / "hack" / "realpods"))
 import controlplane  # noqa: E402
-from controlplane import wait_for  # noqa: E402,F401 - also imported from here by the tests
 import node as realnode  # noqa: E402
+from helpers import control_plane, fresh_namespace  # noqa: E402
 
 CRD_FILE = REPO / "crds" / "sabotjob.yaml"
 IMAGE = os.environ.get("SABOT_IMAGE", "sabot.local/sabot:dev")
@@ -57,44 +57,38 @@ def realpods_cluster():
         realnode.preflight()
     except realnode.Missing as e:
         pytest.skip(f"T2 real pods unavailable: {e}")
-    try:
-        bins = controlplane.ensure_binaries(build=os.environ.get("SABOT_E2E_NO_BUILD") != "1", quiet=True)
-    except controlplane.MissingPrerequisite as e:
-        pytest.skip(f"T2 real pods unavailable (T1 binaries): {e}")
     t0 = time.monotonic()
-    cp = controlplane.ControlPlane(bins, extra_apiserver_args=realnode.APISERVER_ARGS,
-                                   extra_sans=realnode.APISERVER_SANS)
-    cp.start()
-    node = None
-    try:
-        t_cp = time.monotonic() - t0
-        # kwok's fake node would take pods that never run: this tier has only the real node.
-        cp.kubectl("delete", "node", controlplane.FAKE_NODE, "--wait=false")
-        node = realnode.Node(cp)
+    with control_plane("T2 real pods (T1 binaries)", quiet=True, extra_apiserver_args=realnode.APISERVER_ARGS,
+                       extra_sans=realnode.APISERVER_SANS) as cp:
+        node = None
         try:
-            node.start()
-        except realnode.Missing as e:
-            node = None
-            pytest.skip(f"T2 real pods unavailable: {e}")
-        except realnode.NodeError as e:
-            kubelet_dead = "kubelet exited" in str(e) or "waiting for node" in str(e)
-            line = node.kubelet_error() if kubelet_dead else ""
-            node = None
-            if kubelet_dead:
-                pytest.skip(f"T2 real pods unavailable: the kubelet does not start on this machine: {line}")
-            raise
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        cp.kubectl("wait", "--for=condition=Established", "crd/sabotjobs.sabot.io", "--timeout=30s")
-        cluster = RealPodsCluster(cp=cp, node=node, image=IMAGE,
-                                  timings={"controlplane": t_cp, **node.timings,
-                                           "session_setup": time.monotonic() - t0})
-        print(f"\n[realpods] setup: {', '.join(f'{k} {v:.1f}s' for k, v in cluster.timings.items())}",
-              file=sys.stderr)
-        yield cluster
-    finally:
-        if node is not None:
-            node.stop()
-        cp.stop(remove=not os.environ.get("SABOT_KEEP_CLUSTER_DIR"))
+            t_cp = time.monotonic() - t0
+            # kwok's fake node would take pods that never run: this tier has only the real node.
+            cp.kubectl("delete", "node", controlplane.FAKE_NODE, "--wait=false")
+            node = realnode.Node(cp)
+            try:
+                node.start()
+            except realnode.Missing as e:
+                node = None
+                pytest.skip(f"T2 real pods unavailable: {e}")
+            except realnode.NodeError as e:
+                kubelet_dead = "kubelet exited" in str(e) or "waiting for node" in str(e)
+                line = node.kubelet_error() if kubelet_dead else ""
+                node = None
+                if kubelet_dead:
+                    pytest.skip(f"T2 real pods unavailable: the kubelet does not start on this machine: {line}")
+                raise
+            cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+            cp.kubectl("wait", "--for=condition=Established", "crd/sabotjobs.sabot.io", "--timeout=30s")
+            cluster = RealPodsCluster(cp=cp, node=node, image=IMAGE,
+                                      timings={"controlplane": t_cp, **node.timings,
+                                               "session_setup": time.monotonic() - t0})
+            print(f"\n[realpods] setup: {', '.join(f'{k} {v:.1f}s' for k, v in cluster.timings.items())}",
+                  file=sys.stderr)
+            yield cluster
+        finally:
+            if node is not None:
+                node.stop()
     left = realnode.leftovers()
     assert not left, f"the real-pods node left this behind: {left}"
 
@@ -129,13 +123,5 @@ def operator(realpods_cluster):
 
 @pytest.fixture
 def namespace(realpods_cluster):
-    import uuid
-
-    name = f"t2-{uuid.uuid4().hex[:8]}"
-    realpods_cluster.kubectl("create", "namespace", name)
-    wait_for(lambda: realpods_cluster.kubectl("get", "serviceaccount", "default", "-n", name,
-                                              check=False).returncode == 0, 30, what="default ServiceAccount")
-    try:
+    with fresh_namespace(realpods_cluster, "t2-") as name:
         yield name
-    finally:
-        realpods_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

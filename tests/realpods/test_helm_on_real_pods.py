@@ -15,7 +15,6 @@ the node's CNI (bridge + host-local) does not enforce NetworkPolicies.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import REPO, wait_for
+from helpers import REPO, ensure_tool, kget, wait_for
 
 CHART = REPO / "charts" / "sabot-operator"
 RELEASE, NAMESPACE = "sabot", "sabot-system"
@@ -43,15 +42,7 @@ def log(msg: str) -> None:
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    command = [str(REPO / "hack" / "ensure-helm.sh")]
-    if os.environ.get("SABOT_NO_HELM_BUILD") == "1":
-        command.append("--check")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=3000)
-    if result.returncode != 0:
-        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "not built yet"
-        pytest.skip(f"helm unavailable: hack/ensure-helm.sh: {reason}"
-                    + (" (SABOT_NO_HELM_BUILD=1)" if len(command) > 1 else ""))
-    return result.stdout.strip().splitlines()[-1]
+    return ensure_tool("ensure-helm.sh", "SABOT_NO_HELM_BUILD")
 
 
 def run_helm(helm: str, cluster, *args: str, timeout: float = 400, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,10 +51,6 @@ def run_helm(helm: str, cluster, *args: str, timeout: float = 400, check: bool =
     if check:
         assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
-
-
-def kget(cluster, *args: str) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
 def operator_pods(cluster) -> list[dict]:

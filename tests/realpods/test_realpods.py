@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from conftest import REPO, wait_for
+from helpers import REPO, kget, wait_for
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 AGENT_UID = 65532
@@ -37,10 +37,6 @@ PYARROW_JOIN = {"inner": "inner", "left": "left outer", "right": "right outer", 
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def kget(cluster, *args: str) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
 def status_of(cluster, ns: str, name: str) -> dict:

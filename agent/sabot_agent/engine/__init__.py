@@ -1,0 +1,1 @@
+"""The engine: expression evaluation, operators, scans, the exchange and the stage runner."""

@@ -1,0 +1,234 @@
+"""The exchange between stages: producers keep their outputs, consumers pull what they own.
+
+A producer writes each task's output into its own partition store, split into the exchange's
+partitions (hash: by the native seeded hash of the key columns; broadcast and gather: one partition;
+forward: the partition of its own index), then seals the stage: the store records per partition the
+rows, bytes and checksum it holds. Outputs stay there until the job ends, so a consumer that comes
+back (recovery) can fetch them again.
+
+A consumer of partition p asks every producer of the stage for its seal (`stage_status`, a long poll
+with a deadline), then fetches p from each producer that holds rows of it with DoGet (its own outputs
+straight from its store) and checks the rows and checksum against the producer's seal: a partition
+that does not match raises, so a lost or altered message never becomes a result.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pyarrow as pa
+
+from sabot_agent.client import ShuffleError
+from sabot_agent.store import PartitionStore, combine_checksums
+from sabot_agent.tickets import PartitionKey, PutMetadata, shuffle_id
+
+# a long poll for a producer's seal waits at most this long per call
+STATUS_POLL_SECONDS = 2.0
+# the marker every agent seals when its stages are done (it keeps serving its outputs until all are)
+DONE_STAGE = "done"
+# batches of a partition are merged into messages of about this size before they are stored: one
+# Flight message costs tens of microseconds, so small ones would dominate a DoGet
+MESSAGE_BYTES = 1 << 20
+
+
+class ExchangeError(RuntimeError):
+    """A partition that cannot be had: a producer that never sealed, or data that does not match its seal."""
+
+
+def stage_shuffle_id(job: str, attempt: int, stage: int | str) -> str:
+    return shuffle_id(job, attempt, f"stage-{stage}")
+
+
+def finish(job: str, attempt: int, agent_index: int, agent_count: int, store: PartitionStore, client, timeout: float) -> None:
+    """Seal this agent's done marker, then keep serving until every peer is done or gone: an agent's
+    stage outputs must outlive every consumer that may still fetch them."""
+    marker = stage_shuffle_id(job, attempt, DONE_STAGE)
+    store.register(marker)
+    store.seal(marker, agent_index, attempt, pa.schema([]))
+    deadline = time.monotonic() + timeout
+    pending = [peer for peer in range(agent_count) if peer != agent_index]
+    while pending:
+        peer = pending[0]
+        try:
+            answer = client.stage_status(peer, marker, [], STATUS_POLL_SECONDS, attempts=1)
+        except Exception:  # noqa: BLE001 -- a peer that no longer answers has finished with our outputs
+            answer = {"sealed": True}
+        if answer.get("sealed"):
+            pending.pop(0)
+        elif time.monotonic() >= deadline:
+            raise ExchangeError(f"agents {pending} did not finish within {timeout:g}s")
+
+
+def schema_to_text(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+class StageOutput:
+    """One stage's output of this agent, written task by task, then sealed."""
+
+    def __init__(self, store: PartitionStore, shuffle: str, producer: int, attempt: int, partitions: int, kind: str,
+                 keys: list[str], partition_batch: Callable, own_partition: int):  # fmt: skip
+        self.store = store
+        self.shuffle = shuffle
+        self.producer = producer
+        self.attempt = attempt
+        self.partitions = partitions
+        self.kind = kind
+        self.keys = keys
+        self._partition_batch = partition_batch
+        self._own_partition = own_partition
+        self._lock = threading.Lock()
+        self._sequences: dict[int, int] = {}
+        self._pending: dict[int, list[pa.RecordBatch]] = {}
+        self._pending_bytes: dict[int, int] = {}
+        self.schema: pa.Schema | None = None
+        self.rows = 0
+        self.bytes = 0
+        store.register(shuffle)
+
+    def write(self, table: pa.Table) -> None:
+        with self._lock:
+            if self.schema is None:
+                self.schema = table.schema
+        if table.num_rows == 0:
+            return
+        if self.kind == "hash":
+            for batch in _batches(table):
+                for partition, part in enumerate(self._partition_batch(batch, self.keys, self.partitions)):
+                    if part.num_rows:
+                        self._append(partition, part)
+        else:
+            partition = self._own_partition if self.kind == "forward" else 0
+            for batch in _batches(table):
+                self._append(partition, batch)
+
+    def _append(self, partition: int, batch: pa.RecordBatch) -> None:
+        """Queue a batch for its partition; store the partition's queue once it makes a message."""
+        with self._lock:
+            self._pending.setdefault(partition, []).append(batch)
+            self._pending_bytes[partition] = self._pending_bytes.get(partition, 0) + batch.nbytes
+            if self._pending_bytes[partition] < MESSAGE_BYTES:
+                return
+            batches = self._pending.pop(partition)
+            del self._pending_bytes[partition]
+        self._store(partition, batches)
+
+    def _store(self, partition: int, batches: list[pa.RecordBatch]) -> None:
+        message = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        with self._lock:
+            sequence = self._sequences.get(partition, 0)
+            self._sequences[partition] = sequence + 1
+            self.rows += message.num_rows
+            self.bytes += message.nbytes
+        key = PartitionKey.for_shuffle(self.shuffle, partition)
+        self.store.append(key, PutMetadata(self.shuffle, self.producer, self.attempt, sequence), message)
+
+    def seal(self, schema: pa.Schema) -> dict[int, dict]:
+        with self._lock:
+            pending, self._pending, self._pending_bytes = self._pending, {}, {}
+        for partition, batches in sorted(pending.items()):
+            self._store(partition, batches)
+        return self.store.seal(self.shuffle, self.producer, self.attempt, self.schema or schema)
+
+
+def _batches(table: pa.Table) -> list[pa.RecordBatch]:
+    return [batch for batch in table.to_batches() if batch.num_rows]
+
+
+@dataclass
+class _Seal:
+    schema: pa.Schema
+    claims: dict[int, dict]
+
+
+class ExchangeReader:
+    """Reads partitions of upstream stages for this agent's tasks."""
+
+    def __init__(self, job: str, attempt: int, agent_index: int, store: PartitionStore, client, checksum: Callable,
+                 producers: Callable[[int], list[int]], wanted: Callable[[int], list[int]], timeout: float,
+                 on_fetch: Callable[[int, int, int, bool], None] | None = None):  # fmt: skip
+        self.job = job
+        self.attempt = attempt
+        self.agent_index = agent_index
+        self.store = store
+        self.client = client
+        self._checksum = checksum
+        self._producers = producers
+        self._wanted = wanted
+        self.timeout = timeout
+        self._on_fetch = on_fetch
+        self._seals: dict[tuple[int, int], _Seal] = {}
+        self._lock = threading.Lock()
+
+    def shuffle(self, stage: int) -> str:
+        return stage_shuffle_id(self.job, self.attempt, stage)
+
+    def _seal(self, stage: int, producer: int) -> _Seal:
+        with self._lock:
+            known = self._seals.get((stage, producer))
+        if known is not None:
+            return known
+        shuffle = self.shuffle(stage)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if producer == self.agent_index:
+                found = self.store.sealed(shuffle, producer, max(0.0, deadline - time.monotonic()))
+                seal = _Seal(*found) if found is not None else None
+            else:
+                try:
+                    answer = self.client.stage_status(producer, shuffle, self._wanted(stage), STATUS_POLL_SECONDS)
+                except ShuffleError as exc:
+                    raise ExchangeError(f"agent {producer} stopped answering while this agent waited for its stage {stage}: {exc}") from None
+                seal = None
+                if answer.get("sealed"):
+                    claims = {int(pid): claim for pid, claim in answer["partitions"].items()}
+                    seal = _Seal(schema_from_text(answer["schema"]), claims)
+            if seal is not None:
+                with self._lock:
+                    self._seals[(stage, producer)] = seal
+                return seal
+            if time.monotonic() >= deadline:
+                raise ExchangeError(f"agent {producer} did not finish stage {stage} within {self.timeout:g}s")
+
+    def schema(self, stage: int) -> pa.Schema:
+        return self._seal(stage, self._producers(stage)[0]).schema
+
+    def read(self, stage: int, partition: int) -> pa.Table:
+        """Partition `partition` of a stage's output, from every producer."""
+        tables = []
+        schema = None
+        for producer in self._producers(stage):
+            seal = self._seal(stage, producer)
+            schema = schema or seal.schema
+            claim = seal.claims.get(partition)
+            if not claim or claim["rows"] == 0:
+                continue
+            tables.append(self._fetch(stage, producer, partition, claim))
+        if not tables:
+            return (schema or self.schema(stage)).empty_table()
+        return pa.concat_tables(tables)
+
+    def _fetch(self, stage: int, producer: int, partition: int, claim: dict) -> pa.Table:
+        shuffle = self.shuffle(stage)
+        if producer == self.agent_index:
+            table = self.store.read_table(shuffle, [partition])
+        else:
+            table = self.client.fetch(producer, shuffle, partition)
+        rows = table.num_rows
+        checksum = combine_checksums(self._checksum(batch) for batch in table.to_batches())
+        if rows != claim["rows"] or checksum != claim["checksum"]:
+            raise ExchangeError(
+                f"partition {partition} of stage {stage} from agent {producer}: {rows} rows arrived, the producer sealed {claim['rows']}"
+                + ("" if rows != claim["rows"] else " (checksum mismatch)")
+            )
+        if self._on_fetch is not None:
+            self._on_fetch(stage, rows, table.nbytes, producer != self.agent_index)
+        return table

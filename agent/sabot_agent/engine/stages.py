@@ -1,0 +1,226 @@
+"""Runs a distributed plan on one agent: every stage in order, each as tasks on the task slots.
+
+Tasks of a stage (see plan.physical): scan units of the agent's share, the hash partitions the agent
+owns, or one task. Every task evaluates the stage's operator tree over its inputs; its output goes
+into the stage's exchange output (or, for the last stage, to the job's result). A stage whose agent
+has no task of its own still runs one task over empty inputs, so every producer seals its output
+with the stage's schema. A `single` stage runs on agent 0 only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+
+from sabot_agent import inputs as I
+from sabot_agent.engine.exchange import ExchangeReader, StageOutput, stage_shuffle_id
+from sabot_agent.engine.operators import TaskInputs, execute
+from sabot_agent.plan import physical as P
+
+
+@dataclass
+class StageProgress:
+    """What /status, the live view and the JSON result show of one stage on this agent."""
+
+    stage: int
+    exchanged: bool  # the output goes to an exchange (else it is the job's result)
+    tasks: int = 0
+    tasks_done: int = 0
+    rows_scanned: int = 0  # rows read from the job's inputs
+    rows_in: int = 0  # rows read from inputs and exchanges
+    rows_out: int = 0
+    seconds: float = 0.0
+    state: str = "waiting"
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "state": self.state, "tasks": self.tasks, "tasks_done": self.tasks_done, "exchanged": self.exchanged,
+                "rows_scanned": self.rows_scanned, "rows_in": self.rows_in, "rows_out": self.rows_out, "seconds": round(self.seconds, 4)}  # fmt: skip
+
+
+@dataclass
+class Task:
+    """One unit of work of a stage: scan units or a generated row range, or an exchange partition."""
+
+    units: list[I.Unit] = field(default_factory=list)
+    rows: tuple[int, int] | None = None
+    partition: int | None = None
+
+
+class StageRunner:
+    def __init__(self, *, job, plan: P.DistributedPlan, infos: dict[str, I.InputInfo], agent_index: int, agent_count: int,
+                 attempt: int, store, reader: ExchangeReader, slots, slot_count: int, native, executor,
+                 on_progress: Callable[[StageProgress], None], metrics=None):  # fmt: skip
+        self.job = job
+        self.plan = plan
+        self.infos = infos
+        self.agent_index = agent_index
+        self.agent_count = agent_count
+        self.attempt = attempt
+        self.store = store
+        self.reader = reader
+        self.slots = slots
+        self.slot_count = slot_count
+        self.native = native
+        self.executor = executor
+        self.on_progress = on_progress
+        self.metrics = metrics
+        self.progress = {stage.id: StageProgress(stage.id, stage.output is not None) for stage in plan.stages}
+        self._broadcasts: dict[int, pa.Table] = {}
+        self._lock = threading.Lock()
+
+    # -- the plan
+
+    def run(self) -> list[pa.Table]:
+        """Run every stage; returns this agent's share of the result (empty when agent 0 has it all)."""
+        result: list[pa.Table] = []
+        # one worker per task slot for the whole plan (a thread costs ~1 ms to start)
+        with ThreadPoolExecutor(max_workers=max(1, self.slot_count), thread_name_prefix="task") as pool:
+            for stage in self.plan.stages:
+                if stage.single and self.agent_index != 0:
+                    self._update(stage.id, state="skipped")
+                    continue
+                result = self._run_stage(stage, pool)
+        return result
+
+    def _run_stage(self, stage: P.Stage, pool: ThreadPoolExecutor) -> list[pa.Table]:
+        started = time.monotonic()
+        tasks = self._tasks(stage)
+        self._update(stage.id, state="running", tasks=len(tasks))
+        output = None
+        if stage.output is not None:
+            exchange = stage.output
+            output = StageOutput(self.store, stage_shuffle_id(self.job.name, self.attempt, stage.id), self.agent_index, self.attempt,
+                                 exchange.partitions, exchange.kind, exchange.keys, self._partition_batch, self.agent_index)  # fmt: skip
+        results: list[pa.Table] = []
+
+        def run_task(task: Task) -> None:
+            with self.slots.acquire(f"stage-{stage.id}"):
+                table = execute(stage.root, self._task_inputs(stage, task))
+                if output is not None:
+                    output.write(table)
+                else:
+                    with self._lock:
+                        results.append(table)
+            self._update(stage.id, tasks_done=1, rows_out=table.num_rows)
+
+        for future in [pool.submit(run_task, task) for task in tasks]:
+            future.result()
+        if output is not None:
+            output.seal(results[0].schema if results else pa.schema([]))
+        self._update(stage.id, state="done", seconds=time.monotonic() - started)
+        return results
+
+    def _update(self, stage_id: int, **values) -> None:
+        with self._lock:
+            progress = self.progress[stage_id]
+            for name, value in values.items():
+                if name in ("tasks_done", "rows_scanned", "rows_in", "rows_out"):
+                    setattr(progress, name, getattr(progress, name) + value)
+                else:
+                    setattr(progress, name, value)
+        if self.metrics is not None:
+            if values.get("rows_in"):
+                self.metrics.stage_rows(stage_id, "in", values["rows_in"])
+            if values.get("rows_out"):
+                self.metrics.stage_rows(stage_id, "out", values["rows_out"])
+            if values.get("tasks_done"):
+                self.metrics.stage_task_done(stage_id)
+            if "seconds" in values:
+                self.metrics.stage_seconds(stage_id, values["seconds"])
+        self.on_progress(progress)
+
+    # -- tasks
+
+    def _tasks(self, stage: P.Stage) -> list[Task]:
+        scans = P.scans(stage.root)
+        reads = P.reads(stage.root)
+        if len(scans) > 1:
+            raise RuntimeError(f"stage {stage.id} reads {len(scans)} inputs; the planner gives a stage at most one")
+        if scans:
+            scan = scans[0]
+            info = self.infos[scan.input]
+            if info.generated:
+                ranges = I.generated_ranges(info.spec, self.agent_index, self.agent_count)
+                tasks = [Task(rows=row_range) for row_range in ranges]
+            else:
+                units = I.pruned_units(info, scan.predicate, dict(scan.columns))
+                share = I.agent_share(units, self.agent_index, self.agent_count)
+                tasks = [Task(units=group) for group in I.group_units(share)]
+            return tasks or [Task()]
+        hashed = [read for read in reads if read.kind == "hash"]
+        if hashed:
+            partitions = self.plan.stage(hashed[0].stage).output.partitions
+            owned = [Task(partition=p) for p in range(partitions) if p % self.agent_count == self.agent_index]
+            return owned or [Task()]
+        if any(read.kind == "forward" for read in reads):
+            return [Task(partition=self.agent_index)]
+        return [Task(partition=0)]
+
+    def _task_inputs(self, stage: P.Stage, task: Task) -> TaskInputs:
+        def scan(op: P.ScanOp) -> pa.Table:
+            info = self.infos[op.input]
+            sources = [source for _, source in op.columns]
+            if info.generated:
+                if task.rows is None:
+                    table = info.schema.empty_table().select(sources)
+                else:
+                    table = pa.Table.from_batches([I.generate_rows(info.spec, *task.rows)]).select(sources)
+            else:
+                table = I.read_units(info, task.units, sources)
+            self._update(stage.id, rows_scanned=table.num_rows, rows_in=table.num_rows)
+            return table.rename_columns([name for name, _ in op.columns])
+
+        def exchange(op: P.ExchangeRead) -> pa.Table:
+            if op.kind == "broadcast":
+                return self._broadcast(op.stage, stage.id)
+            if op.kind == "hash":
+                if task.partition is None:
+                    table = self.reader.schema(op.stage).empty_table()
+                else:
+                    table = self.reader.read(op.stage, task.partition)
+            elif op.kind == "forward":
+                table = self.reader.read(op.stage, self.agent_index)
+            else:
+                table = self.reader.read(op.stage, 0)
+            self._update(stage.id, rows_in=table.num_rows)
+            return table
+
+        return TaskInputs(scan=scan, exchange=exchange, aggregate=self._aggregate)
+
+    def _broadcast(self, upstream: int, stage_id: int) -> pa.Table:
+        """A broadcast input is fetched once per agent and shared by the stage's tasks."""
+        with self._lock:
+            known = self._broadcasts.get(upstream)
+        if known is not None:
+            return known
+        table = self.reader.read(upstream, 0)
+        with self._lock:
+            self._broadcasts.setdefault(upstream, table)
+        self._update(stage_id, rows_in=table.num_rows)
+        return table
+
+    # -- native kernels
+
+    def _partition_batch(self, batch: pa.RecordBatch, keys: list[str], partitions: int) -> list[pa.RecordBatch]:
+        return self.native.partition_batch(batch, keys, partitions, executor=self.executor)
+
+    def _aggregate(self, table: pa.Table, keys: list[str], specs: list[tuple[str, str, str]], mode: str) -> pa.Table:
+        native, executor = self.native, self.executor
+        # GROUP BY without aggregates (DISTINCT): the kernels want one aggregation, so count and drop it
+        counted = not specs
+        if counted:
+            specs = [("", "count_all", "__rows")]
+        if mode == "partial":
+            result = native.aggregate_partial(table, keys, specs, executor=executor)
+        elif mode == "final":
+            result = native.aggregate_final([table], keys, specs, executor=executor)
+        else:
+            result = native.aggregate(table, keys, specs, executor=executor)
+        if counted and mode != "partial":
+            result = result.drop_columns(["__rows"])
+        return result
