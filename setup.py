@@ -14,7 +14,8 @@ COMPILE_ARGS = ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wno-unuse
 LINK_ARGS = ["-pthread"]
 
 EXECUTOR_SOURCES = [SRC + "errors.cc", SRC + "executor.cc", SRC + "task_slots.cc"]
-KERNEL_SOURCES = [SRC + "hash.cc", SRC + "arrow_data.cc", SRC + "partition.cc", SRC + "checksum.cc", SRC + "aggregate.cc"]
+KERNEL_SOURCES = [SRC + "hash.cc", SRC + "arrow_data.cc", SRC + "partition.cc", SRC + "checksum.cc", SRC + "aggregate.cc",
+                  SRC + "join.cc"]
 
 
 def native_module(name, sources):

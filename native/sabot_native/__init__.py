@@ -15,6 +15,7 @@ from sabot_native._kernels import (
     aggregate_final,
     aggregate_partial,
     batch_checksum,
+    hash_join,
     hash_rows,
     partition_batch,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "aggregate_partial",
     "batch_checksum",
     "default_thread_count",
+    "hash_join",
     "hash_rows",
     "partition_batch",
 ]

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Thin wrappers over the native kernels (native/src): hashing, hash partitioning and aggregation.
+"""Thin wrappers over the native kernels (native/src): hashing, hash partitioning, aggregation and hash joins.
 
 Arrow memory crosses into C++ through the Arrow C Data Interface (PyCapsules from
 ``__arrow_c_array__``) and comes back through ``_import_from_c``: no copies at the boundary. A Table
@@ -14,6 +14,7 @@ from libcpp.vector cimport vector
 
 from sabot_native cimport aggregate as native_aggregate
 from sabot_native cimport checksum as native_checksum
+from sabot_native cimport join as native_join
 from sabot_native.hash cimport hash_rows as native_hash_rows, kDefaultHashSeed
 from sabot_native cimport partition as native_partition
 from sabot_native.arrow_data cimport (ArrowArray, ArrowSchema, BatchView, OutputArray, TableView, export_array,
@@ -285,3 +286,38 @@ def _aggregate_with_stats(table, keys, aggregations, executor=None, stage="compl
     else:
         raise ValueError(f"stage must be complete, partial or final, got {stage!r}")
     return _run_aggregate(table, keys, aggregations, native_stage, executor)
+
+
+# The JoinKind of each join name, in the order of src/join.h.
+_JOIN_KINDS = {"inner": <int>native_join.JoinKind.kInner, "left": <int>native_join.JoinKind.kLeft,
+               "right": <int>native_join.JoinKind.kRight, "full": <int>native_join.JoinKind.kFull,
+               "semi": <int>native_join.JoinKind.kSemi, "anti": <int>native_join.JoinKind.kAnti}
+
+
+cdef native_join.JoinKind _join_kind(str kind) except *:
+    if kind not in _JOIN_KINDS:
+        raise ValueError(f"unknown join kind {kind!r} (expected one of {', '.join(_JOIN_KINDS)})")
+    return <native_join.JoinKind><int>_JOIN_KINDS[kind]
+
+
+def hash_join(left, right, left_keys, right_keys, str kind="inner", *, bint build_right=True):
+    """Equi-join of two Tables (src/join.h): NULL keys never match, floats compare -0.0 = 0.0 and
+    NaN = NaN. kind: inner, left, right, full (left columns, then right columns; the padded side's
+    columns are nullable) or semi, anti (left columns only). The hash table is built on the right
+    input if build_right, else on the left; that changes only the order of the rows."""
+    cdef native_join.JoinKind native_kind = _join_kind(kind)
+    left_batches = _batches_of(left, "left", one_dictionary=True)
+    right_batches = _batches_of(right, "right", one_dictionary=True)
+    cdef vector[string] left_names = _key_names(left_keys)
+    cdef vector[string] right_names = _key_names(right_keys)
+    cdef TableView left_table = _import_table(left_batches)
+    cdef TableView right_table = _import_table(right_batches)
+    cdef vector[OutputArray] batches
+    with nogil:
+        batches = native_join.hash_join(left_table, left_names, right_table, right_names, native_kind, build_right)
+    fields = [f.with_nullable(True) if kind in ("right", "full") else f for f in left.schema]
+    if kind not in ("semi", "anti"):
+        fields += [f.with_nullable(True) if kind in ("left", "full") else f for f in right.schema]
+    schema = pa.schema(fields)
+    cdef size_t i
+    return pa.Table.from_batches([_export_batch(batches[i], schema) for i in range(batches.size())], schema=schema)

@@ -1,8 +1,9 @@
 """Physical operators over Arrow tables: one task of a stage evaluates its operator tree bottom-up.
 
 Filters and projections use the expression evaluator; hash aggregation uses the native kernels
-(partial before an exchange, final after it); hash joins use Acero's hash join, with the engine's own
-handling of residual conditions, NOT IN and scalar subqueries; sorts use Arrow's stable sort with
+(partial before an exchange, final after it); hash joins use the native hash join (which replaced
+Acero's: one thread of it is faster than Acero on two, and it never starts threads of its own), with
+the engine's own handling of residual conditions, NOT IN and scalar subqueries; sorts use Arrow's stable sort with
 per-key null placement. Every operator's output is brought to the exact schema the plan declares,
 so all tasks and agents produce identical schemas for an exchange.
 
@@ -17,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.acero as ac
 import pyarrow.compute as pc
+import sabot_native
 
 from sabot_agent.engine.evaluate import EvaluationError, evaluate, evaluate_predicate
 from sabot_agent.plan import expressions as E
@@ -26,7 +27,6 @@ from sabot_agent.plan import logical as L
 from sabot_agent.plan import physical as P
 from sabot_agent.plan import types as T
 
-ACERO_JOIN_TYPES = {"inner": "inner", "left": "left outer", "full": "full outer", "semi": "left semi", "anti": "left anti"}
 ROW_ID = "__row_id"
 CROSS_CHUNK_ROWS = 1 << 20
 
@@ -42,6 +42,7 @@ class TaskInputs:
     scan: Callable[[P.ScanOp], pa.Table]
     exchange: Callable[[P.ExchangeRead], pa.Table]
     aggregate: Callable[..., pa.Table]  # the native kernels: aggregate(table, keys, specs, mode)
+    replicated: Callable[[P.ReplicatedOp], pa.Table] | None = None  # a subtree's rows shared by the stage's tasks
 
 
 def execute(op: P.Op, inputs: TaskInputs) -> pa.Table:
@@ -60,6 +61,8 @@ def _execute(op: P.Op, inputs: TaskInputs) -> pa.Table:
         return pa.Table.from_pylist([dict(zip(schema.names, row)) for row in op.rows], schema=schema) if op.fields else _empty_rows(len(op.rows))
     if isinstance(op, P.ExchangeRead):
         return inputs.exchange(op)
+    if isinstance(op, P.ReplicatedOp):
+        return inputs.replicated(op)
     if isinstance(op, P.FilterOp):
         return evaluate_predicate(op.predicate, _execute(op.input, inputs))
     if isinstance(op, P.ProjectOp):
@@ -188,47 +191,11 @@ def _sorted_by(table: pa.Table, keys: list[str]) -> pa.Table:
 # ---------------------------------------------------------------------------------------- join
 
 
-def _canonical_float(column):
-    """-0.0 -> 0.0 and every NaN -> one NaN, so Acero matches float keys as grouping does."""
-    zeroed = pc.add(column, pa.scalar(0.0, column.type))
-    return pc.if_else(pc.is_nan(zeroed), pa.scalar(float("nan"), column.type), zeroed)
-
-
-def _prepare_keys(table: pa.Table, keys: list[str], side: str) -> tuple[pa.Table, list[str]]:
-    names = []
-    for index, key in enumerate(keys):
-        column = table.column(key)
-        if T.is_float(column.type):
-            name = f"__{side}key{index}"
-            table = table.append_column(name, _canonical_float(column))
-            names.append(name)
-        else:
-            names.append(key)
-    return table, names
-
-
-# the join type that keeps the same rows when Acero's two inputs are swapped
-SWAPPED_JOIN_TYPES = {"inner": "inner", "left outer": "right outer", "full outer": "full outer", "left semi": "right semi",
-                      "left anti": "right anti"}  # fmt: skip
-
-
-def _acero_join(left: pa.Table, right: pa.Table, kind: str, left_keys: list[str], right_keys: list[str]) -> pa.Table:
-    """Acero's hash join, which builds its hash table on its right input: the smaller side goes there
-    (a broadcast build side is rebuilt by every task, so a task's small probe side is the better build)."""
-    join_type = ACERO_JOIN_TYPES[kind]
-    if left.num_rows < right.num_rows:
-        result = _hashjoin(right, left, SWAPPED_JOIN_TYPES[join_type], right_keys, left_keys)
-        return result.select(left.column_names + right.column_names) if kind not in ("semi", "anti") else result
-    return _hashjoin(left, right, join_type, left_keys, right_keys)
-
-
-def _hashjoin(left: pa.Table, right: pa.Table, join_type: str, left_keys: list[str], right_keys: list[str]) -> pa.Table:
-    options = ac.HashJoinNodeOptions(join_type, left_keys, right_keys)
-    declaration = ac.Declaration(
-        "hashjoin", options, inputs=[ac.Declaration("table_source", ac.TableSourceNodeOptions(left)),
-                                     ac.Declaration("table_source", ac.TableSourceNodeOptions(right))]
-    )  # fmt: skip
-    return declaration.to_table(use_threads=True)
+def _hash_join(left: pa.Table, right: pa.Table, kind: str, left_keys: list[str], right_keys: list[str]) -> pa.Table:
+    """The native hash join (sabot_native.hash_join: NULL keys never match, float keys compare as
+    grouping does). Its hash table goes on the smaller side; a broadcast build side would be rebuilt
+    by every task anyway, so a task's small probe side is the better build."""
+    return sabot_native.hash_join(left, right, left_keys, right_keys, kind, build_right=right.num_rows <= left.num_rows)
 
 
 def join(op: P.JoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
@@ -240,19 +207,9 @@ def join(op: P.JoinOp, left: pa.Table, right: pa.Table) -> pa.Table:
         if op.residual is not None:
             raise OperatorError("NOT IN with a correlated condition is not supported yet")
         return _anti_null_aware(left, right, op.left_keys, op.right_keys)
-    left_prepared, left_keys = _prepare_keys(left, op.left_keys, "l")
-    right_prepared, right_keys = _prepare_keys(right, op.right_keys, "r")
     if op.residual is None:
-        result = _acero_join(left_prepared, right_prepared, op.kind, left_keys, right_keys)
-    else:
-        result = _join_with_residual(op, left_prepared, right_prepared, left_keys, right_keys)
-    return result.select(_join_output_names(op, left, right))
-
-
-def _join_output_names(op: P.JoinOp, left: pa.Table, right: pa.Table) -> list[str]:
-    if op.kind in ("semi", "anti"):
-        return left.column_names
-    return left.column_names + right.column_names
+        return _hash_join(left, right, op.kind, op.left_keys, op.right_keys)
+    return _join_with_residual(op, left, right, op.left_keys, op.right_keys)
 
 
 def _join_with_residual(op: P.JoinOp, left: pa.Table, right: pa.Table, left_keys: list[str], right_keys: list[str]) -> pa.Table:
@@ -260,7 +217,7 @@ def _join_with_residual(op: P.JoinOp, left: pa.Table, right: pa.Table, left_keys
     (and right rows, for full joins) without a surviving match are added as the kind requires."""
     left_ids = left.append_column(ROW_ID, pa.array(np.arange(left.num_rows, dtype=np.int64)))
     right_ids = right.append_column(ROW_ID + "_r", pa.array(np.arange(right.num_rows, dtype=np.int64)))
-    pairs = _acero_join(left_ids, right_ids, "inner", left_keys, right_keys)
+    pairs = _hash_join(left_ids, right_ids, "inner", left_keys, right_keys)
     pairs = evaluate_predicate(op.residual, pairs)
     if op.kind == "inner":
         return pairs
@@ -330,9 +287,7 @@ def _anti_null_aware(left: pa.Table, right: pa.Table, left_keys: list[str], righ
         return left.slice(0, 0)
     for key in left_keys:
         left = left.filter(pc.is_valid(left.column(key)))
-    prepared_left, prepared_left_keys = _prepare_keys(left, left_keys, "l")
-    prepared_right, prepared_right_keys = _prepare_keys(right, right_keys, "r")
-    return _acero_join(prepared_left, prepared_right, "anti", prepared_left_keys, prepared_right_keys).select(left.column_names)
+    return _hash_join(left, right, "anti", left_keys, right_keys)
 
 
 # ---------------------------------------------------------------------------------------- sort
