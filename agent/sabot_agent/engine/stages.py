@@ -70,7 +70,8 @@ class StageRunner:
         self.on_progress = on_progress
         self.metrics = metrics
         self.progress = {stage.id: StageProgress(stage.id, stage.output is not None) for stage in plan.stages}
-        self._broadcasts: dict[int, pa.Table] = {}
+        # tables every task of a stage shares: broadcast inputs and replicated subtrees, computed once
+        self._shared: dict[tuple, _Once] = {}
         self._lock = threading.Lock()
 
     # -- the plan
@@ -163,17 +164,7 @@ class StageRunner:
 
     def _task_inputs(self, stage: P.Stage, task: Task) -> TaskInputs:
         def scan(op: P.ScanOp) -> pa.Table:
-            info = self.infos[op.input]
-            sources = [source for _, source in op.columns]
-            if info.generated:
-                if task.rows is None:
-                    table = info.schema.empty_table().select(sources)
-                else:
-                    table = pa.Table.from_batches([I.generate_rows(info.spec, *task.rows)]).select(sources)
-            else:
-                table = I.read_units(info, task.units, sources)
-            self._update(stage.id, rows_scanned=table.num_rows, rows_in=table.num_rows)
-            return table.rename_columns([name for name, _ in op.columns])
+            return self._scan(stage.id, op, task.units, task.rows)
 
         def exchange(op: P.ExchangeRead) -> pa.Table:
             if op.kind == "broadcast":
@@ -190,19 +181,50 @@ class StageRunner:
             self._update(stage.id, rows_in=table.num_rows)
             return table
 
-        return TaskInputs(scan=scan, exchange=exchange, aggregate=self._aggregate)
+        return TaskInputs(scan=scan, exchange=exchange, aggregate=self._aggregate, replicated=lambda op: self._replicated(stage, op))
+
+    def _replicated(self, stage: P.Stage, op: P.ReplicatedOp) -> pa.Table:
+        """A replicated subtree, evaluated once for the stage's tasks over every unit of its scans."""
+
+        def scan_all(scan: P.ScanOp) -> pa.Table:
+            info = self.infos[scan.input]
+            if info.generated:
+                return self._scan(stage.id, scan, [], (0, info.spec.rows))
+            return self._scan(stage.id, scan, I.pruned_units(info, scan.predicate, dict(scan.columns)), None)
+
+        def no_exchange(read: P.ExchangeRead) -> pa.Table:
+            raise RuntimeError(f"stage {stage.id}: a replicated subtree reads an exchange")
+
+        inputs = TaskInputs(scan=scan_all, exchange=no_exchange, aggregate=self._aggregate, replicated=lambda inner: self._replicated(stage, inner))
+        return self._shared_table(("replicated", id(op)), lambda: execute(op.input, inputs))
+
+    def _scan(self, stage_id: int, op: P.ScanOp, units: list[I.Unit], rows: tuple[int, int] | None) -> pa.Table:
+        info = self.infos[op.input]
+        sources = [source for _, source in op.columns]
+        if info.generated:
+            if rows is None:
+                table = info.schema.empty_table().select(sources)
+            else:
+                table = pa.Table.from_batches([I.generate_rows(info.spec, *rows)]).select(sources)
+        else:
+            table = I.read_units(info, units, sources)
+        self._update(stage_id, rows_scanned=table.num_rows, rows_in=table.num_rows)
+        return table.rename_columns([name for name, _ in op.columns])
 
     def _broadcast(self, upstream: int, stage_id: int) -> pa.Table:
         """A broadcast input is fetched once per agent and shared by the stage's tasks."""
+
+        def fetch() -> pa.Table:
+            table = self.reader.read(upstream, 0)
+            self._update(stage_id, rows_in=table.num_rows)
+            return table
+
+        return self._shared_table(("broadcast", upstream), fetch)
+
+    def _shared_table(self, key: tuple, compute: Callable[[], pa.Table]) -> pa.Table:
         with self._lock:
-            known = self._broadcasts.get(upstream)
-        if known is not None:
-            return known
-        table = self.reader.read(upstream, 0)
-        with self._lock:
-            self._broadcasts.setdefault(upstream, table)
-        self._update(stage_id, rows_in=table.num_rows)
-        return table
+            once = self._shared.setdefault(key, _Once())
+        return once.get(compute)
 
     # -- native kernels
 
@@ -224,3 +246,19 @@ class StageRunner:
         if counted and mode != "partial":
             result = result.drop_columns(["__rows"])
         return result
+
+
+class _Once:
+    """A value the first caller computes while the others wait for it (a failure is not kept: the
+    next caller tries again)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = False
+        self._value = None
+
+    def get(self, compute: Callable[[], pa.Table]) -> pa.Table:
+        with self._lock:
+            if not self._done:
+                self._value, self._done = compute(), True
+            return self._value

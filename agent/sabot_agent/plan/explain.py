@@ -80,4 +80,6 @@ def _describe(op: P.Op) -> str:
         return f"limit {op.limit}" + (f" offset {op.offset}" if op.offset else "")
     if isinstance(op, P.UnionOp):
         return f"union all of {len(op.parts)} inputs"
+    if isinstance(op, P.ReplicatedOp):
+        return "replicated: every agent reads all of it, once for all its tasks"
     return type(op).__name__

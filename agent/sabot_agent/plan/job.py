@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from sabot_agent.jobspec import JobSpec
-from sabot_agent.plan import physical, sql
+from sabot_agent.plan import distribute, physical, sql
 from sabot_agent.plan.types import PlanError
 
 JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "full": "FULL JOIN"}
@@ -85,8 +85,8 @@ def plan_job(job: JobSpec, agents: int, slots: int, schemas: dict[str, pa.Schema
     text, where = job_query(job, schemas)
     try:
         query = sql.plan_sql(text, schemas)
-        partitions = job.partitions or physical.default_partitions(agents, slots)
-        return physical.plan_stages(query, stats, agents, partitions)
+        partitions = job.partitions or distribute.default_partitions(agents, slots)
+        return distribute.plan_stages(query, stats, agents, partitions)
     except PlanError as exc:
         raise PlanError(f"{where}: {exc}") from None
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
-from typing import Any
 
 import datafusion
 import pyarrow as pa
