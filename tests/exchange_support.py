@@ -32,10 +32,13 @@ import json, sys, threading, time
 import numpy as np, pyarrow as pa
 from sabot_agent.runner import Agent, AgentConfig
 from sabot_agent.engine.exchange import StageOutput, stage_shuffle_id
+from sabot_agent.security import AgentTLS
 """ + SAMPLE_TABLE + """
 rows, batch_rows, partitions, delay, budget, spill = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
                                                       int(sys.argv[5]), sys.argv[6])
-config = AgentConfig(agent_index=0, agent_count=1, memory_budget_bytes=budget or None, spill_dir=spill)
+tls = AgentTLS.load(*sys.argv[7:10]) if len(sys.argv) > 7 else None  # agent 0's certificate, key and CA
+# agent 0 of 2: its consumer is agent 1
+config = AgentConfig(agent_index=0, agent_count=2, memory_budget_bytes=budget or None, spill_dir=spill, tls=tls)
 agent = Agent(config, None)
 agent.start()
 output = StageOutput(agent.store, stage_shuffle_id(%r, 0, 0), 0, 0, partitions, "hash", [%r],
@@ -54,11 +57,13 @@ threading.Event().wait()
 
 
 class Producer:
-    """`with Producer(...) as producer:` a running producer process; `.peer` is its Flight address."""
+    """`with Producer(...) as producer:` a running producer process; `.peer` is its Flight address.
+    `tls`: the paths of agent 0's certificate, key and CA, for mutual TLS with its consumer."""
 
-    def __init__(self, spill_dir, rows=20_000, batch_rows=3000, partitions=4, delay=0.0, memory_budget=0, wait_sealed=False):
+    def __init__(self, spill_dir, rows=20_000, batch_rows=3000, partitions=4, delay=0.0, memory_budget=0, wait_sealed=False, tls=()):
         self.process = subprocess.Popen(
-            [sys.executable, "-c", PRODUCER, str(rows), str(batch_rows), str(partitions), str(delay), str(memory_budget), str(spill_dir)],
+            [sys.executable, "-c", PRODUCER, str(rows), str(batch_rows), str(partitions), str(delay), str(memory_budget), str(spill_dir),
+             *map(str, tls)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), start_new_session=True,
         )  # fmt: skip
         line = self.process.stdout.readline()

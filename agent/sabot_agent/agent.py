@@ -19,6 +19,7 @@ import threading
 import time
 
 from sabot_agent.jobspec import MAX_AGENTS, MAX_SLOTS, JobSpecError, load_job_file, parse_memory
+from sabot_agent.security import AgentTLS, TLSConfigError, tls_enabled
 from sabot_agent.settings import ENV, MAX_ATTEMPT, MAX_PORT, ArgumentParser, UsageError, integer_in, memory_quantity, seconds
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -44,6 +45,9 @@ _OPTIONS = {
     "termination_log": "file that receives the JSON result, or the one-line failure reason",
     "startup_timeout": "seconds to wait for every peer to answer",
     "shuffle_timeout": "seconds to wait for every producer's commit",
+    "tls_cert": "this agent's certificate (PEM), issued for this job, attempt and agent index",
+    "tls_key": "the private key (PEM) of --tls-cert",
+    "tls_ca": "the certificate (PEM) of the authority that issued the job attempt's agent certificates",
 }
 
 
@@ -86,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--termination-log", default=default("termination_log", DEFAULT_TERMINATION_LOG), help=helptext("termination_log"))
     parser.add_argument("--startup-timeout", type=seconds, default=default("startup_timeout", "60"), help=helptext("startup_timeout"))
     parser.add_argument("--shuffle-timeout", type=seconds, default=default("shuffle_timeout", "300"), help=helptext("shuffle_timeout"))
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        parser.add_argument(f"--{name.replace('_', '-')}", default=default(name, None), help=helptext(name))
     return parser
 
 
@@ -184,6 +190,11 @@ def _main(args: argparse.Namespace) -> int:
         problems.append(f"--advertise-host {advertise_host} cannot be dialled by peers; give this agent's reachable address")
     if args.flight_port and args.flight_port == args.http_port:
         problems.append("--flight-port and --http-port must differ")
+    tls = None
+    try:
+        tls = _tls_settings(args, job)
+    except TLSConfigError as exc:
+        problems.append(str(exc))
     if problems:
         return _fail("; ".join(problems), args.termination_log, USAGE_ERROR)
 
@@ -202,6 +213,7 @@ def _main(args: argparse.Namespace) -> int:
         attempt=args.attempt,
         startup_timeout=args.startup_timeout,
         shuffle_timeout=args.shuffle_timeout,
+        tls=tls,
     )
     retain_freed_memory()
     agent = Agent(config, job)
@@ -234,6 +246,30 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         agent.stop()
+
+
+def _tls_settings(args: argparse.Namespace, job) -> AgentTLS | None:
+    """The agent's TLS material, or None for plaintext: a job needs TLS unless its spec says
+    `security.tls: disabled`; `--serve` uses TLS when given the files. The certificate must name this
+    agent (job, attempt, index)."""
+    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(files) and not all(files):
+        raise TLSConfigError("--tls-cert, --tls-key and --tls-ca go together")
+    if job is not None and not tls_enabled(job.raw["spec"]):
+        if any(files):
+            raise TLSConfigError("spec.security.tls is disabled, but --tls-cert/--tls-key/--tls-ca were given")
+        return None
+    if not any(files):
+        if job is None:
+            return None
+        raise TLSConfigError("spec.security.tls is enabled (the default): give --tls-cert, --tls-key and --tls-ca, "
+                             "or set spec.security.tls: disabled (plaintext, insecure)")  # fmt: skip
+    tls = AgentTLS.load(*files)
+    named, wanted = tls.identity, (job.name if job else tls.identity.job, args.attempt, args.agent_index)
+    if (named.job, named.attempt, named.index) != wanted:
+        raise TLSConfigError(f"--tls-cert names agent {named.index} of job {named.job!r} attempt {named.attempt}, "
+                             f"but this is agent {wanted[2]} of job {wanted[0]!r} attempt {wanted[1]}")  # fmt: skip
+    return tls
 
 
 PEERS_FILE_POLL_SECONDS = 0.01

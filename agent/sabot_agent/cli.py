@@ -10,7 +10,6 @@ stdout line is one JSON object: {"status", "rows_in", "rows_out", "output", "sec
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -49,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (validate, explain):
         command.add_argument("--agents", type=integer_in(1, MAX_AGENTS), help="number of agents (default: spec.agents)")
         command.add_argument("--slots", type=integer_in(1, MAX_SLOTS), help="task slots per agent (default: spec.slotsPerAgent)")
+    results = commands.add_parser("results", help="print the first rows of a published result")
+    results.add_argument("job", help="a job file (its spec.pipeline.output), or the output location itself (a path or URI)")
+    results.add_argument("--limit", type=integer_in(0, 10**9), default=PREVIEW_ROWS, help=f"rows to print (default {PREVIEW_ROWS})")
+    results.add_argument("--cluster", action="store_true", help="the job file names a cluster job: read the location from its status (kubectl)")
+    results.add_argument("--namespace", default=None, help="the cluster job's namespace (default: the job file's, else kubectl's)")
     return parser
 
 
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         return _rejected(f"error: {exc}", str(exc), "--json" in argv)
+    if args.command == "results":
+        return results(args)
     from sabot_agent.inputs import resolve_schema
 
     from sabot_agent.plan.job import plan_job_inputs
@@ -78,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.job}: SabotJob {job.name!r}")
         print(explain(plan, agents, slots))
         return 0
+    from sabot_agent.output import OutputError, ResultLocation
+
+    try:
+        ResultLocation(job.output, job.name, job.storage).check()
+    except OutputError as exc:
+        return _rejected(f"spec.pipeline.output.path: {exc}", f"spec.pipeline.output.path: {exc}", args.json)
     return run(args, job)
 
 
@@ -95,7 +107,6 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
     agents = args.agents if args.agents is not None else job.agents
     slots = args.slots if args.slots is not None else job.slots_per_agent
     threads = args.threads or job.threads_per_agent or max(1, len(os.sched_getaffinity(0)) // agents)
-    _remove_stale_parts(job)
     workdir = tempfile.mkdtemp(prefix=f"sabot-{job.name}-")
     cluster = LocalCluster(args.job, agents, slots, threads, args.memory_budget, workdir)
     progress = Progress(agents, sys.stderr)
@@ -119,6 +130,7 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
         except RuntimeError as exc:
             failure = str(exc)
     if failure is not None:
+        _remove_staged_parts(job)
         print(f"sabot: job {job.name!r} failed: {failure}", file=sys.stderr)
         if args.json:
             agents_json = [
@@ -149,6 +161,51 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
     return 0
 
 
+def results(args: argparse.Namespace) -> int:
+    """`sabot results`: the manifest summary and first rows of a published result, from a job file's
+    output location, a location given directly, or (--cluster) the location in a cluster job's status."""
+    from sabot_agent.jobspec import OutputSpec
+    from sabot_agent.output import OutputError, ResultLocation
+
+    try:
+        if os.path.isfile(args.job):
+            job = load_job_file(args.job)
+            output, name, storage = job.output, job.name, job.storage
+            if args.cluster:
+                output = OutputSpec(job.output.format, _cluster_output_uri(job, args.namespace))
+        else:
+            if args.cluster:
+                raise JobSpecError([f"{args.job}: --cluster needs the job file"])
+            output, name, storage = OutputSpec("parquet", args.job), "", None
+        location = ResultLocation(output, name, storage) if storage is not None else ResultLocation(output, name)
+        manifest, table = location.read(args.limit)
+    except (JobSpecError, OutputError) as exc:
+        print(f"sabot: {exc}", file=sys.stderr)
+        return 2
+    print(f"{output.path}: job {manifest['job']!r} attempt {manifest['attempt']}, {manifest['rows']:,} rows in {len(manifest['parts'])} "
+          f"parts, published {manifest['published']}")  # fmt: skip
+    if table.num_rows:
+        print(_table_text(table))
+    return 0
+
+
+def _cluster_output_uri(job: JobSpec, namespace: str | None) -> str:
+    """status.output.uri of the cluster job, read with kubectl (whose context and credentials apply)."""
+    import subprocess
+
+    namespace = namespace or job.raw.get("metadata", {}).get("namespace")
+    command = ["kubectl", "get", "sabotjob", job.name, "-o", "jsonpath={.status.output.uri}"] + (["-n", namespace] if namespace else [])
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise JobSpecError([f"cannot run kubectl: {exc.strerror}"]) from None
+    if completed.returncode != 0:
+        raise JobSpecError([f"kubectl get sabotjob {job.name}: {completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else 'failed'}"])
+    if not completed.stdout.strip():
+        raise JobSpecError([f"sabotjob {job.name} has no published result in its status yet"])
+    return completed.stdout.strip()
+
+
 def _agent_state(agent, failed_index: int | None) -> str:
     if agent.index == failed_index:
         return "Failed"
@@ -159,12 +216,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _remove_stale_parts(job: JobSpec) -> None:
-    """Part files of an earlier run with more agents would otherwise be read as part of this output."""
-    if "://" in job.output.path:
-        return
-    for path in glob.glob(os.path.join(job.output.path, "part-*")):
-        os.remove(path)
+def _remove_staged_parts(job: JobSpec) -> None:
+    """A failed run leaves nothing in the output location: the parts its agents staged go (nothing was
+    published, since agent 0 publishes only after every agent succeeded)."""
+    from sabot_agent.output import OutputError, ResultLocation
+
+    try:
+        ResultLocation(job.output, job.name, job.storage).remove_staging(attempt=0)
+    except OutputError:
+        pass
 
 
 def _supervise(cluster, progress: "Progress") -> str | None:
@@ -238,26 +298,16 @@ class Progress:
 
 
 def _print_report(job: JobSpec, summary: dict, stream) -> None:
-    import pyarrow.dataset as ds
+    from sabot_agent.output import MANIFEST as MANIFEST_NAME, ResultLocation
 
-    files = [path for result in summary["agents"] for path in result["output_files"]]
     print(
         f"\njob {job.name!r} {summary['status']} in {summary['seconds']:.2f}s: {summary['rows_in']:,} rows in, {summary['rows_out']:,} rows out",
         file=stream,
     )
-    print(f"output: {job.output.path} ({len(files)} part files)", file=stream)
-    if files and "://" not in files[0]:
-        # part files are read one by one: an empty CSV part would make a shared schema all-null
-        pieces, remaining = [], PREVIEW_ROWS
-        for path in files:
-            if remaining <= 0:
-                break
-            piece = ds.dataset(path, format=job.output.format).head(remaining)
-            if piece.num_rows:
-                pieces.append(piece)
-                remaining -= piece.num_rows
-        for piece in pieces:
-            print(_table_text(piece), file=stream)
+    manifest, preview = ResultLocation(job.output, job.name, job.storage).read(PREVIEW_ROWS)
+    print(f"output: {job.output.path} ({len(manifest['parts'])} part files, {manifest['rows']:,} rows, manifest {MANIFEST_NAME})", file=stream)
+    if preview.num_rows:
+        print(_table_text(preview), file=stream)
     phases = list(dict.fromkeys(name for result in summary["agents"] for name in result["phases"]))
     print("\nmetrics per agent (seconds per phase)", file=stream)
     print(f"{'agent':>5} {'rows in':>12} {'rows out':>10} {'fetched MB':>11} {'spilled MB':>11} " + " ".join(f"{phase:>8}" for phase in phases),

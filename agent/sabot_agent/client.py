@@ -1,5 +1,9 @@
 """Shuffle client: pooled Flight connections to the peers, bounded retries with backoff and jitter,
-and a deadline on every call. Every failure raises — an error never becomes an empty result."""
+and a deadline on every call. Every failure raises — an error never becomes an empty result.
+
+With TLS (security.AgentTLS) every connection presents this agent's certificate and accepts only a
+server whose certificate the job attempt's CA issued for the agent it dials (the peer's agent name,
+checked by gRPC as the TLS host name whatever address is dialled)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from sabot_agent.security import AgentTLS
 from sabot_agent.tickets import PartitionKey
 
 # transient transport failures worth retrying; anything else (invalid ticket, unknown shuffle) is final
@@ -22,8 +27,8 @@ class ShuffleError(RuntimeError):
     """A shuffle RPC failed for good (after retries, or with a non-retryable error)."""
 
 
-def location_of(peer: str) -> str:
-    return peer if "://" in peer else f"grpc+tcp://{peer}"
+def location_of(peer: str, tls: bool) -> str:
+    return peer if "://" in peer else f"{'grpc+tls' if tls else 'grpc+tcp'}://{peer}"
 
 
 class ShuffleClient:
@@ -36,6 +41,7 @@ class ShuffleClient:
         backoff_seconds: float = 0.05,
         max_backoff_seconds: float = 2.0,
         call_timeout: float = 120.0,
+        tls: AgentTLS | None = None,
     ):
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -45,6 +51,7 @@ class ShuffleClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.call_timeout = call_timeout
+        self._tls = tls
         self._lock = threading.Lock()
         self._pool: dict[int, flight.FlightClient] = {}
 
@@ -52,8 +59,15 @@ class ShuffleClient:
         with self._lock:
             connection = self._pool.get(peer_index)
             if connection is None:
-                connection = self._pool[peer_index] = flight.FlightClient(location_of(self.peers[peer_index]))
+                connection = self._pool[peer_index] = self._connect(peer_index)
             return connection
+
+    def _connect(self, peer_index: int) -> flight.FlightClient:
+        location = location_of(self.peers[peer_index], self._tls is not None)
+        if self._tls is None:
+            return flight.FlightClient(location)
+        return flight.FlightClient(location, tls_root_certs=self._tls.ca, cert_chain=self._tls.certificate, private_key=self._tls.key,
+                                   override_hostname=self._tls.peer_name(peer_index))  # fmt: skip
 
     def _drop_connection(self, peer_index: int) -> None:
         with self._lock:

@@ -4,20 +4,33 @@
   spill files), in the order they were written.
 - DoAction `stage_status` {shuffle_id, producer, partitions, wait} answers with the producer's seal of
   that stage output — rows, bytes and checksum of each asked partition, and the schema — as soon as it
-  is sealed, waiting at most `wait` seconds (a long poll). `health` answers with the agent's phase;
-  `stats` with the store's totals.
+  is sealed, waiting at most `wait` seconds (a long poll). An agent answers only for its own outputs
+  (producer = its index). `health` answers with the agent's phase; `stats` with the store's totals
+  (no shuffle ids).
+- ListFlights lists the partitions held (the job's agents only, like everything else here).
 - Nothing writes into an agent from outside: its store holds only what its own tasks produced, so
-  there is no DoPut. ListFlights lists the partitions held.
+  there is no DoPut. A middleware refuses DoPut and every other method not listed here (Handshake,
+  GetFlightInfo, GetSchema, DoExchange) before any handler runs.
 
-Malformed requests (tickets, action bodies) are answered with a FlightServerError "invalid argument:
-<what is wrong>" (not pyarrow's ArrowInvalid, which carries the server's traceback); an unknown
-shuffle with NOT_FOUND. The server keeps serving after any of them.
+With TLS (security.AgentTLS) the server requires a client certificate from the job attempt's CA
+(gRPC refuses any other during the handshake) and every call first checks the identity gRPC verified:
+a certificate that names no agent of this job attempt is refused (FlightUnauthorizedError). pyarrow's
+ServerMiddlewareFactory.start_call receives only the method and the headers, not the TLS identity, so
+the check is the first step of every handler (`_serve`) rather than a middleware.
+
+Every error a client sees is one line without a traceback: malformed requests (tickets, action
+bodies) "invalid argument: <what is wrong>", an unknown shuffle "not found: ...", a refused caller
+"unauthorized: ...", anything unexpected "internal error ..." (the traceback goes to the agent's
+stderr). pyarrow attaches the server's Python traceback to any exception that is not a FlightError,
+so handlers raise FlightErrors only. The server keeps serving after any of them.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
+import traceback
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -25,7 +38,8 @@ import pyarrow.flight as flight
 
 from sabot_agent.engine.exchange import schema_to_text
 from sabot_agent.metrics import AgentMetrics
-from sabot_agent.store import PartitionStore, StoreError, UnknownShuffleError
+from sabot_agent.security import AgentTLS
+from sabot_agent.store import PartitionStore, UnknownShuffleError
 from sabot_agent.tickets import MAX_PARTITION_ID, PartitionKey, TicketError
 
 # a stage_status long poll holds a server thread at most this long
@@ -39,31 +53,79 @@ ACTIONS = {
 }
 
 
+# the Flight methods served; a call of any other is refused as the call starts
+SERVED_METHODS = (flight.FlightMethod.DO_GET, flight.FlightMethod.DO_ACTION, flight.FlightMethod.LIST_ACTIONS, flight.FlightMethod.LIST_FLIGHTS)
+NOT_SERVED_REASONS = {flight.FlightMethod.DO_PUT: "an agent's partitions hold only what its own tasks produced"}
+
+
+def method_name(method: flight.FlightMethod) -> str:
+    """DO_PUT -> DoPut, as the Flight protocol spells its RPCs."""
+    return "".join(part.capitalize() for part in method.name.split("_"))
+
+
+class Forbidden(Exception):
+    """A well-formed request the calling agent may not make; the message says why, in one line."""
+
+
+class ServedMethodsOnly(flight.ServerMiddlewareFactory):
+    """Refuses the methods the agent does not serve. Refused as the call starts rather than by a
+    handler: pyarrow sends the server's traceback with an error its GetSchema handler raises, even a
+    FlightError (the error of a middleware is sent as it is)."""
+
+    def __init__(self, metrics: AgentMetrics):
+        self.metrics = metrics
+
+    def start_call(self, info, headers):
+        if info.method not in SERVED_METHODS:
+            name = method_name(info.method)
+            self.metrics.flight_request(name, "refused", 0.0)
+            reason = NOT_SERVED_REASONS.get(info.method)
+            raise flight.FlightServerError(f"{name} is not served" + (f": {reason}" if reason else ""))
+        return None
+
+
 class ShuffleFlightServer(flight.FlightServerBase):
-    def __init__(self, location: str, store: PartitionStore, metrics: AgentMetrics, health: Callable[[], dict]):
-        super().__init__(location)
+    def __init__(self, location: str, store: PartitionStore, metrics: AgentMetrics, health: Callable[[], dict], *,
+                 agent_index: int, agent_count: int, tls: AgentTLS | None):  # fmt: skip
+        options = {}
+        if tls is not None:
+            options = {"tls_certificates": [flight.CertKeyPair(tls.certificate, tls.key)], "verify_client": True, "root_certificates": tls.ca}
+        super().__init__(location, middleware={"served": ServedMethodsOnly(metrics)}, **options)
         self.store = store
         self.metrics = metrics
         self._health = health
         self._advertised = location
+        self._agent_index = agent_index
+        self._agent_count = agent_count
+        self._tls = tls
 
-    def _timed(self, method: str, body: Callable):
+    def _serve(self, method: str, context, body: Callable):
+        """Run a handler's body for an allowed caller, count it, and turn every failure into a one-line FlightError."""
         started = time.monotonic()
+
+        def count(status: str) -> None:
+            self.metrics.flight_request(method, status, time.monotonic() - started)
+
+        if self._tls is not None and self._tls.caller(context.peer_identity(), self._agent_count) is None:
+            count("unauthorized")
+            raise flight.FlightUnauthorizedError("unauthorized: the client certificate names no agent of this job attempt")
         try:
             result = body()
         except TicketError as exc:
-            self.metrics.flight_request(method, "invalid", time.monotonic() - started)
+            count("invalid")
             raise flight.FlightServerError(f"invalid argument: {exc}") from None
+        except Forbidden as exc:
+            count("unauthorized")
+            raise flight.FlightUnauthorizedError(f"unauthorized: {exc}") from None
         except UnknownShuffleError as exc:
-            self.metrics.flight_request(method, "not_found", time.monotonic() - started)
-            raise pa.ArrowKeyError(str(exc)) from None
-        except StoreError as exc:
-            self.metrics.flight_request(method, "rejected", time.monotonic() - started)
-            raise flight.FlightServerError(str(exc)) from None
+            count("not_found")
+            raise flight.FlightServerError(f"not found: {exc}") from None
         except Exception:
-            self.metrics.flight_request(method, "error", time.monotonic() - started)
-            raise
-        self.metrics.flight_request(method, "ok", time.monotonic() - started)
+            count("error")
+            print(f"sabot-agent: {method} failed:", file=sys.stderr, flush=True)
+            traceback.print_exc(file=sys.stderr)
+            raise flight.FlightServerError(f"internal error serving {method} (details in the agent's log)") from None
+        count("ok")
         return result
 
     def do_get(self, context, ticket):
@@ -75,14 +137,10 @@ class ShuffleFlightServer(flight.FlightServerBase):
             # a table stream is written by Arrow C++ without a Python call per message
             return flight.RecordBatchStream(pa.Table.from_batches(batches, schema=schema))
 
-        return self._timed("DoGet", get)
-
-    def do_put(self, context, descriptor, reader, writer):
-        self.metrics.flight_request("DoPut", "refused", 0.0)
-        raise flight.FlightServerError("DoPut is not served: an agent's partitions hold only what its own tasks produced")
+        return self._serve("DoGet", context, get)
 
     def list_actions(self, context):
-        return list(ACTIONS.items())
+        return self._serve("ListActions", context, lambda: list(ACTIONS.items()))
 
     def do_action(self, context, action):
         def run():
@@ -100,9 +158,11 @@ class ShuffleFlightServer(flight.FlightServerBase):
                 raise TicketError(f"unknown action {action.type!r}; known: {', '.join(ACTIONS)}")
             return [flight.Result(json.dumps(answer).encode())]
 
-        return self._timed(f"DoAction:{action.type}" if action.type in ACTIONS else "DoAction:unknown", run)
+        return self._serve(f"DoAction:{action.type}" if action.type in ACTIONS else "DoAction:unknown", context, run)
 
     def _stage_status(self, shuffle_id: str, producer: int, partitions: list[int], wait: float) -> dict:
+        if producer != self._agent_index:
+            raise Forbidden(f"agent {self._agent_index} answers only for its own outputs (producer {self._agent_index})")
         found = self.store.sealed(shuffle_id, producer, wait)
         if found is None:
             return {"sealed": False}
@@ -120,7 +180,7 @@ class ShuffleFlightServer(flight.FlightServerBase):
                 infos.append(flight.FlightInfo(self.store.schema(key), descriptor, [endpoint], info["rows"], info["bytes"]))
             return infos
 
-        return iter(self._timed("ListFlights", listing))
+        return iter(self._serve("ListFlights", context, listing))
 
     def set_advertised_location(self, location: str) -> None:
         self._advertised = location

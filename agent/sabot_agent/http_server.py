@@ -1,4 +1,8 @@
-"""The agent's HTTP port (never the Flight port): /metrics, /healthz, /readyz, /status."""
+"""The agent's HTTP port (never the Flight port): GET /metrics, /healthz, /readyz, /status, read-only.
+
+Plain HTTP: the kubelet's probes and Prometheus read it, and it holds no secret (counters, phase and
+progress). Any other path is 404, any other method 405; the server names no software version.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,21 @@ class AgentHttpServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def version_string(self) -> str:  # the Server header: no Python version
+                return "sabot-agent"
+
+            def __getattr__(self, name: str):
+                # http.server looks up do_<METHOD>: every method but GET is refused
+                if name.startswith("do_"):
+                    return self._method_not_allowed
+                raise AttributeError(name)
+
+            def _method_not_allowed(self) -> None:
+                self.send_response(405)
+                self.send_header("Allow", "GET")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

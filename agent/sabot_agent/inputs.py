@@ -38,10 +38,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sabot_agent.jobspec import GeneratedColumn, InputSpec, generated_schema
+from sabot_agent.jobspec import GeneratedColumn, InputSpec, StorageSpec, generated_schema
 from sabot_agent.plan import expressions as E
 from sabot_agent.plan import types as T
-from sabot_agent.plan.physical import TableStats, type_bytes
+from sabot_agent.plan.estimates import TableStats, type_bytes
 from sabot_agent.tickets import fnv1a_64
 
 GENERATE_BATCH_ROWS = 1 << 20
@@ -92,7 +92,25 @@ class InputInfo:
 # ---------------------------------------------------------------------------------------- discovery
 
 
-def filesystem_and_path(path: str) -> tuple[pafs.FileSystem, str]:
+# a request to object storage that hangs fails after this long; a refused connection fails at once
+S3_CONNECT_TIMEOUT_SECONDS = 5
+S3_REQUEST_TIMEOUT_SECONDS = 60
+
+
+def filesystem_and_path(path: str, storage: StorageSpec = StorageSpec()) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of a local path or a URI, and the path within it. s3:// honours the job's
+    spec.storage.s3 (endpoint, region); credentials come from the environment or AWS config files."""
+    if path.startswith("s3://"):
+        options: dict = {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "request_timeout": S3_REQUEST_TIMEOUT_SECONDS}
+        if storage.s3_endpoint:
+            scheme, _, address = storage.s3_endpoint.rstrip("/").partition("://")
+            options.update(endpoint_override=address, scheme=scheme)
+        if storage.s3_region:
+            options["region"] = storage.s3_region
+        try:
+            return pafs.S3FileSystem(**options), path[len("s3://") :].rstrip("/")
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"cannot reach object storage for {path!r}: {_first_line(exc)}") from None
     if "://" in path:
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(use_mmap=True), os.path.abspath(path)
@@ -149,8 +167,9 @@ def describe_input(spec: InputSpec) -> InputInfo:
     """Everything about an input the planner and the agents need, read from metadata only."""
     if spec.generated:
         schema = generated_schema(spec)
-        return InputInfo(spec, schema, stats=TableStats(spec.rows, {f.name: type_bytes(f.type) for f in schema}))
-    filesystem, base = filesystem_and_path(spec.path)
+        distinct = {column.name: float(column.distinct) for column in spec.columns}
+        return InputInfo(spec, schema, stats=TableStats(spec.rows, {f.name: type_bytes(f.type) for f in schema}, column_distinct=distinct))
+    filesystem, base = filesystem_and_path(spec.path, spec.storage)
     files = _list_files(spec, filesystem, base)
     reader = {"parquet": _describe_parquet, "ipc": _describe_ipc, "csv": _describe_csv}[spec.format]
     return reader(spec, filesystem, files)
@@ -244,8 +263,27 @@ def _describe_parquet(spec: InputSpec, filesystem: pafs.FileSystem, files: list[
     unified = _unify(spec, schemas)
     dictionary = frozenset(name for name, small in dictionary_candidates.items() if small and T.is_string(unified.field(name).type))
     rows = max(total_rows, 1)
-    stats = TableStats(total_rows, {name: total / rows for name, total in column_bytes.items()})
+    stats = TableStats(total_rows, {name: total / rows for name, total in column_bytes.items()}, _value_ranges(column_stats))
     return InputInfo(spec, unified, filesystem, files, units, stats, dictionary, column_stats)
+
+
+def _value_ranges(column_stats: dict[tuple[str, int], dict[str, tuple]]) -> dict[str, tuple]:
+    """Each column's (min, max) over all row groups, for columns every row group has statistics of."""
+    ranges: dict[str, tuple] = {}
+    missing: set[str] = set()
+    for index, group in enumerate(column_stats.values()):
+        if index and set(ranges) - set(group):
+            missing |= set(ranges) - set(group)
+        for name, (low, high, _) in group.items():
+            if index and name not in ranges:
+                missing.add(name)
+            if name in missing:
+                continue
+            try:
+                ranges[name] = (low, high) if name not in ranges else (min(ranges[name][0], low), max(ranges[name][1], high))
+            except TypeError:  # values of files whose types differ
+                missing.add(name)
+    return {name: value for name, value in ranges.items() if name not in missing}
 
 
 def _describe_ipc(spec: InputSpec, filesystem: pafs.FileSystem, files: list[str]) -> InputInfo:

@@ -21,6 +21,7 @@ import jsonschema
 import pyarrow as pa
 
 from sabot_agent.plan import types as sql_types
+from sabot_agent.security import SECURITY_SCHEMA
 
 # The one definition of the resource's identity; operator/sabot_operator/crd.py imports these.
 GROUP = "sabot.io"
@@ -29,6 +30,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "SabotJob"
 
 FILE_FORMATS = ("parquet", "csv", "ipc")
+OUTPUT_MODES = ("error-if-exists", "overwrite")
 GENERATED_TYPES = ("int64", "float64", "string")
 AGGREGATE_FUNCTIONS = ("count", "sum", "min", "max", "mean")
 NUMERIC_ONLY_FUNCTIONS = ("sum", "mean")
@@ -153,7 +155,30 @@ PIPELINE_SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "required": ["format", "path"],
-            "properties": {"format": {"type": "string", "enum": list(FILE_FORMATS)}, "path": _PATH},
+            "properties": {
+                "format": {"type": "string", "enum": list(FILE_FORMATS)},
+                "path": _PATH,
+                "mode": {"type": "string", "enum": list(OUTPUT_MODES)},
+            },
+        },
+    },
+}
+
+# How agents reach object storage (s3:// inputs and outputs). Credentials are never part of the job
+# file: locally they come from the usual AWS variables and config files; on a cluster from the Secret
+# named here (the operator passes its keys to the agents as environment variables).
+STORAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "s3": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "endpoint": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^https?://[^\s/]+/?$"},
+                "region": {"type": "string", "minLength": 1, "maxLength": 64},
+                "credentialsSecret": _NAME,
+            },
         },
     },
 }
@@ -170,8 +195,11 @@ SPEC_SCHEMA: dict[str, Any] = {
         "slotsPerAgent": {"type": "integer", "minimum": 1, "maximum": MAX_SLOTS},
         "threadsPerAgent": {"type": "integer", "minimum": 1, "maximum": MAX_SLOTS},
         "memoryBudget": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$"},
+        "storage": STORAGE_SCHEMA,
         "image": {"type": "string", "minLength": 1, "maxLength": 1024},
         "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0, "maximum": 31_536_000},
+        # `tls` is read here (agents and `sabot run`); its other fields only by the operator
+        "security": SECURITY_SCHEMA,
         "pipeline": PIPELINE_SCHEMA,
     },
 }
@@ -238,6 +266,11 @@ class GeneratedColumn:
 
 
 @dataclass(frozen=True)
+class StorageSpec:
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+
+@dataclass(frozen=True)
 class InputSpec:
     name: str
     format: str | None = None
@@ -245,6 +278,7 @@ class InputSpec:
     rows: int | None = None
     seed: int = 0
     columns: tuple[GeneratedColumn, ...] = ()
+    storage: StorageSpec = StorageSpec()  # how to reach object storage (the job's spec.storage)
 
     @property
     def generated(self) -> bool:
@@ -281,6 +315,8 @@ class JoinSpec:
 class OutputSpec:
     format: str
     path: str
+    mode: str = "error-if-exists"
+
 
 
 @dataclass(frozen=True)
@@ -296,6 +332,7 @@ class JobSpec:
     aggregate: AggregateSpec | None = None
     join: JoinSpec | None = None
     sql: str | None = None
+    storage: StorageSpec = StorageSpec()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -403,11 +440,13 @@ def validate_job(doc: Any, resolve_schema: SchemaResolver | None = None) -> JobS
 def _build(doc: dict, original: dict) -> JobSpec:
     spec = doc["spec"]
     pipeline = spec["pipeline"]
+    s3 = spec.get("storage", {}).get("s3", {})
+    storage = StorageSpec(s3_endpoint=s3.get("endpoint"), s3_region=s3.get("region"))
     inputs = {}
     for name, entry in pipeline["inputs"].items():
         generate = entry.get("generate")
         if generate is None:
-            inputs[name] = InputSpec(name=name, format=entry.get("format"), path=entry.get("path"))
+            inputs[name] = InputSpec(name=name, format=entry.get("format"), path=entry.get("path"), storage=storage)
         else:
             rows = generate["rows"]
             columns = tuple(
@@ -456,7 +495,9 @@ def _build(doc: dict, original: dict) -> JobSpec:
         memory_budget_bytes=parse_memory(memory) if memory else None,
         partitions=pipeline["shuffle"]["partitions"] if "shuffle" in pipeline else None,
         inputs=inputs,
-        output=OutputSpec(format=pipeline["output"]["format"], path=pipeline["output"]["path"]),
+        output=OutputSpec(format=pipeline["output"]["format"], path=pipeline["output"]["path"],
+                          mode=pipeline["output"].get("mode", OUTPUT_MODES[0])),
+        storage=storage,
         aggregate=aggregate,
         join=join,
         sql=pipeline.get("sql"),

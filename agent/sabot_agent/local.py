@@ -2,6 +2,12 @@
 
 Each agent runs in its own session (process group) and gets SIGKILL from the kernel if this process
 dies (PR_SET_PDEATHSIG), so neither a failure, Ctrl-C nor a killed `sabot run` leaves agents behind.
+
+Unless the job sets `spec.security.tls: disabled`, the agents talk mutual TLS: a new CA and one
+certificate per agent (security.issue_job_certificates) are written to `<workdir>/tls` (mode 0700,
+files 0600) and removed as soon as every agent has read them (an agent listens only after loading its
+key), and again by stop(), so no key stays on disk after a success, a failure or Ctrl-C, even with
+--keep-workdir.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,12 +25,15 @@ import urllib.request
 from dataclasses import dataclass
 
 import sabot_agent
+from sabot_agent.jobspec import load_job_file
+from sabot_agent.security import AgentIdentity, JobCertificates, issue_job_certificates, tls_enabled
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 TERMINATE_GRACE_SECONDS = 3.0
 LISTEN_TIMEOUT_SECONDS = 120.0
 LISTEN_POLL_SECONDS = 0.01
+TLS_DIR = "tls"
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
@@ -47,6 +57,30 @@ def _child_setup() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux/glibc: process groups and kill-on-exit still clean up
         pass
+
+
+def local_certificates(job_name: str, attempt: int, agent_count: int) -> JobCertificates:
+    """A new CA and a certificate per agent, valid for the addresses local agents dial."""
+    identities = [AgentIdentity(job_name, attempt, index) for index in range(agent_count)]
+    return issue_job_certificates(identities, [["localhost", LOOPBACK]] * agent_count)
+
+
+def write_certificates(directory: str, certificates: JobCertificates) -> list[list[str]]:
+    """ca.crt and agent-<i>.crt/.key in a new directory only this user can enter; returns each agent's
+    --tls-cert/--tls-key/--tls-ca arguments."""
+    os.mkdir(directory, 0o700)
+
+    def write(name: str, data: bytes) -> str:
+        path = os.path.join(directory, name)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(data)
+        return path
+
+    ca = write("ca.crt", certificates.ca)
+    return [
+        ["--tls-cert", write(f"agent-{index}.crt", pair.certificate), "--tls-key", write(f"agent-{index}.key", pair.key), "--tls-ca", ca]
+        for index, pair in enumerate(certificates.agents)
+    ]
 
 
 @dataclass
@@ -110,7 +144,8 @@ def _last_line(path: str) -> str:
 
 class LocalCluster:
     def __init__(
-        self, job_path: str, agents: int, slots: int, threads: int | None, memory_budget: str | None, workdir: str, attempt: int = 0
+        self, job_path: str, agents: int, slots: int, threads: int | None, memory_budget: str | None, workdir: str, attempt: int = 0,
+        certificates: JobCertificates | None = None,
     ):
         self.job_path = os.path.abspath(job_path)
         self.agent_count = agents
@@ -119,6 +154,9 @@ class LocalCluster:
         self.memory_budget = memory_budget
         self.workdir = workdir
         self.attempt = attempt
+        # given: the agents use these instead of new ones (a test that keeps an agent's key to call them)
+        self.certificates = certificates
+        self.tls_dir = os.path.join(workdir, TLS_DIR)
         self.agents: list[AgentProcess] = []
         self.failed_index: int | None = None  # set by the supervisor to the agent whose failure ended the run
 
@@ -130,6 +168,11 @@ class LocalCluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         peers_file = os.path.join(self.workdir, "peers")
+        job = load_job_file(self.job_path)  # for spec.security; the CLI checked the file and its inputs
+        tls_arguments: list[list[str]] = [[] for _ in range(self.agent_count)]
+        if tls_enabled(job.raw["spec"]):
+            certificates = self.certificates or local_certificates(job.name, self.attempt, self.agent_count)
+            tls_arguments = write_certificates(self.tls_dir, certificates)
         for index in range(self.agent_count):
             command = [
                 sys.executable, "-m", "sabot_agent",
@@ -150,6 +193,7 @@ class LocalCluster:
                 command += ["--threads", str(self.threads)]
             if self.memory_budget is not None:
                 command += ["--memory-budget", self.memory_budget]
+            command += tls_arguments[index]
             stdout_path = os.path.join(self.workdir, f"agent-{index}.out")
             stderr_path = os.path.join(self.workdir, f"agent-{index}.err")
             with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
@@ -158,6 +202,7 @@ class LocalCluster:
                 )
             self.agents.append(AgentProcess(index, 0, 0, process, stdout_path, stderr_path, os.path.join(self.workdir, f"agent-{index}.reason")))
         self._learn_ports()
+        self.remove_certificates()  # each agent read its key before it listened
         temporary = peers_file + ".tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write("".join(f"{LOOPBACK}:{agent.flight_port}\n" for agent in self.agents))
@@ -199,6 +244,10 @@ class LocalCluster:
             if agent.process.poll() is None:
                 _signal_group(agent.process.pid, signal.SIGKILL)
                 agent.process.wait()
+        self.remove_certificates()
+
+    def remove_certificates(self) -> None:
+        shutil.rmtree(self.tls_dir, ignore_errors=True)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

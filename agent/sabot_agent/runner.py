@@ -12,27 +12,24 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from sabot_agent.client import ShuffleClient
-from sabot_agent.engine.exchange import ExchangeReader, finish
+from sabot_agent.client import ShuffleClient, location_of
+from sabot_agent.engine.exchange import ExchangeReader, await_done, collect_done, seal_done
 from sabot_agent.engine.stages import StageProgress, StageRunner
 from sabot_agent.flight_server import ShuffleFlightServer
 from sabot_agent.http_server import AgentHttpServer
 from sabot_agent.inputs import InputInfo
 from sabot_agent.jobspec import JobSpec
 from sabot_agent.metrics import AgentMetrics
+from sabot_agent.output import Part, ResultLocation
 from sabot_agent.plan.job import plan_job_inputs
 from sabot_agent.plan.physical import DistributedPlan
+from sabot_agent.security import AgentTLS
 from sabot_agent.store import PartitionStore, combine_checksums
-
-OUTPUT_EXTENSIONS = {"parquet": "parquet", "csv": "csv", "ipc": "arrow"}
-
 
 @dataclass
 class AgentConfig:
@@ -50,6 +47,7 @@ class AgentConfig:
     attempt: int = 0
     startup_timeout: float = 60.0
     shuffle_timeout: float = 300.0
+    tls: AgentTLS | None = None  # mutual TLS between the agents; None: plaintext
 
 
 class JobFailed(RuntimeError):
@@ -63,6 +61,8 @@ class Agent:
         self.native = sabot_native
         self.config = config
         self.job = job
+        # this process among the agents that may hold this index in the attempt (a replacement is another)
+        self.instance = uuid.uuid4().hex[:12]
         threads = config.threads or sabot_native.default_thread_count()
         pa.set_cpu_count(threads)
         self.executor = sabot_native.MorselExecutor(threads=threads)
@@ -74,9 +74,11 @@ class Agent:
         self.status = {"agent": config.agent_index, "phase": "starting", "rows_in": 0, "rows_shuffled": 0, "rows_out": 0,
                        "bytes_fetched": 0, "stages": {}, "error": None}  # fmt: skip
         self._status_lock = threading.Lock()
-        self.flight = ShuffleFlightServer(f"grpc+tcp://{config.bind_host}:{config.flight_port}", self.store, self.metrics, self._health)
+        tls = config.tls is not None
+        self.flight = ShuffleFlightServer(location_of(f"{config.bind_host}:{config.flight_port}", tls), self.store, self.metrics, self._health,
+                                          agent_index=config.agent_index, agent_count=config.agent_count, tls=config.tls)  # fmt: skip
         self.flight_port = self.flight.port
-        self.flight.set_advertised_location(f"grpc+tcp://{config.advertise_host}:{self.flight_port}")
+        self.flight.set_advertised_location(location_of(f"{config.advertise_host}:{self.flight_port}", tls))
         self._serving = False
         self.http = AgentHttpServer(config.bind_host, config.http_port, self.metrics.registry, self.snapshot, lambda: self._serving)
         self.metrics.add_live_source(self._live_values)
@@ -120,6 +122,10 @@ class Agent:
         self._serving = False
         self.http.stop()
         self.flight.shutdown()
+        # outputs are served until the server stops (a peer may still ask for a done marker); then
+        # their memory and spill files go
+        for shuffle in list(self.store.stats()["commits"]):
+            self.store.drop_shuffle(shuffle)
         self.slots.close()
         self.executor.shutdown()
 
@@ -139,24 +145,25 @@ class Agent:
             raise JobFailed(f"peer list has {len(config.peers)} entries for {config.agent_count} agents")
         phases: dict[str, float] = {}
         started = time.monotonic()
-        client = ShuffleClient(config.peers, metrics=self.metrics, call_timeout=config.shuffle_timeout)
+        client = ShuffleClient(config.peers, metrics=self.metrics, call_timeout=config.shuffle_timeout, tls=config.tls)
+        result = ResultLocation(job.output, job.name, job.storage)
+        manifest = None
         try:
             plan, infos = self._phase(phases, "plan", plan_job_inputs, job, config.agent_count, config.slots)
+            self._phase(phases, "check output", result.check)
             self._phase(phases, "connect", client.wait_ready, config.startup_timeout)
             stages = self._stage_runner(plan, infos, client)
             tables = self._phase(phases, "stages", stages.run)
             output = pa.concat_tables(tables) if tables else None
+            checksum = combine_checksums(self.native.batch_checksum(batch) for batch in (output.to_batches() if output is not None else []))
             writes = output is not None and (config.agent_index == 0 or not plan.result.single)
-            files = self._phase(phases, "write", write_output, output, job, config.agent_index) if writes else []
-            self._phase(phases, "finish", finish, job.name, config.attempt, config.agent_index, config.agent_count, self.store, client,
-                        config.shuffle_timeout)  # fmt: skip
+            part = self._phase(phases, "write", result.write_part, output, config.attempt, config.agent_index, self.instance, checksum) if writes else None
+            manifest = self._phase(phases, "finish", self._finish, client, result, part)
         finally:
             client.close()
         rows_out = output.num_rows if output is not None else 0
         self._update(phase="done", rows_out=rows_out)
         spilled = self.store.stats()["spilled_bytes"]
-        for shuffle in list(self.store.stats()["commits"]):
-            self.store.drop_shuffle(shuffle)
         status = self.snapshot()
         return {
             "agent": config.agent_index,
@@ -169,9 +176,26 @@ class Agent:
             "phases": {name: round(seconds, 4) for name, seconds in phases.items()},
             "stages": status["stages"],
             "seconds": round(time.monotonic() - started, 4),
-            "output_files": files,
-            "checksum": combine_checksums(self.native.batch_checksum(batch) for batch in (output.to_batches() if output is not None else [])),
+            "output_files": [f"{job.output.path.rstrip('/')}/{part.name}"] if part is not None else [],
+            "checksum": checksum,
+            **({"output": {"uri": job.output.path, "rows": manifest["rows"], "parts": len(manifest["parts"])}} if manifest else {}),
         }
+
+    def _finish(self, client: ShuffleClient, result: ResultLocation, part: Part | None) -> dict | None:
+        """Agent 0 publishes the result once every agent staged its part (their done markers carry the
+        parts), then seals its own marker; the others seal theirs and serve until every peer is done."""
+        job, config = self.job, self.config
+        claim = part.claim() if part is not None else None
+        if config.agent_index != 0:
+            seal_done(self.store, job.name, config.attempt, config.agent_index, claim)
+            await_done(client, job.name, config.attempt, config.agent_index, config.agent_count, config.shuffle_timeout)
+            return None
+        parts = {0: claim} if claim else {}
+        parts.update(collect_done(client, job.name, config.attempt, config.agent_count, config.shuffle_timeout))
+        staged = [Part.from_claim(index, job.output.format, c) for index, c in sorted(parts.items())]
+        manifest = result.publish(config.attempt, staged)
+        seal_done(self.store, job.name, config.attempt, config.agent_index, claim)
+        return manifest
 
     def _phase(self, phases: dict, name: str, body, *args):
         """Run body(*args) as a named phase: timed, shown in /status, and any error becomes a one-line JobFailed."""
@@ -224,34 +248,3 @@ class Agent:
             self.status["rows_shuffled"] = sum(stage["rows_out"] for stage in stages.values() if stage["exchanged"])
             if progress.state == "running":
                 self.status["phase"] = f"stage {progress.stage}"
-
-
-def write_output(table: pa.Table, job: JobSpec, agent_index: int) -> list[str]:
-    """Write this agent's part file via a temporary name and a rename, so readers never see half a file."""
-    output = job.output
-    if "://" in output.path:
-        filesystem, base = pafs.FileSystem.from_uri(output.path)
-    else:
-        filesystem, base = pafs.LocalFileSystem(), os.path.abspath(output.path)
-    base = base.rstrip("/")
-    filesystem.create_dir(base, recursive=True)
-    name = f"part-{agent_index:05d}.{OUTPUT_EXTENSIONS[output.format]}"
-    temporary = f"{base}/.{name}.tmp-{os.getpid()}"
-    final = f"{base}/{name}"
-    try:
-        with filesystem.open_output_stream(temporary) as sink:
-            if output.format == "parquet":
-                pq.write_table(table, sink)
-            elif output.format == "csv":
-                pa_csv.write_csv(table, sink)
-            else:
-                with pa.ipc.new_file(sink, table.schema) as writer:
-                    writer.write_table(table)
-        filesystem.move(temporary, final)
-    except BaseException:
-        try:
-            filesystem.delete_file(temporary)
-        except OSError:
-            pass
-        raise
-    return [final if "://" not in output.path else f"{output.path.rstrip('/')}/{name}"]

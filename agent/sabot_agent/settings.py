@@ -34,6 +34,9 @@ ENV = {
     "termination_log": "SABOT_TERMINATION_LOG",
     "startup_timeout": "SABOT_STARTUP_TIMEOUT",
     "shuffle_timeout": "SABOT_SHUFFLE_TIMEOUT",
+    "tls_cert": "SABOT_TLS_CERT",
+    "tls_key": "SABOT_TLS_KEY",
+    "tls_ca": "SABOT_TLS_CA",
 }
 
 MAX_PORT = 65535

@@ -267,9 +267,10 @@ class PartitionStore:
 
     # -- stage outputs: what a producer keeps of its own stage outputs for its consumers
 
-    def seal(self, shuffle_id: str, producer: int, attempt: int, schema: pa.Schema) -> dict[int, dict]:
+    def seal(self, shuffle_id: str, producer: int, attempt: int, schema: pa.Schema, extra: dict[int, dict] | None = None) -> dict[int, dict]:
         """Commit everything `producer` appended to the shuffle: the claims (rows, bytes, checksum per
-        partition) consumers verify what they fetch against. An output without rows keeps its schema."""
+        partition) consumers verify what they fetch against. An output without rows keeps its schema.
+        `extra` claims are recorded as given (a marker's facts about data held elsewhere)."""
         with self._cond:
             shuffle = self._shuffle_for(shuffle_id)
             if shuffle.schema is None:
@@ -282,6 +283,7 @@ class PartitionStore:
                     "bytes": sum(entry.nbytes for entry in entries),
                     "checksum": combine_checksums(entry.checksum for entry in entries),
                 }
+            claims.update(extra or {})
             shuffle.commits[producer] = _Commit(attempt, claims)
             self._cond.notify_all()
             return claims

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 from sabot_agent import jobspec
 from sabot_agent.jobspec import API_VERSION, GROUP, KIND, MAX_JOB_NAME_LENGTH, VERSION  # noqa: F401 - owned by the job schema
+from sabot_agent.security import ENABLED
 
 PLURAL = "sabotjobs"
 SINGULAR = "sabotjob"
@@ -168,6 +169,14 @@ SPEC_PROPERTIES: dict[str, Any] = {
         },
     },
     "ttlSecondsAfterFinished": _from_agent("ttlSecondsAfterFinished", description="delete the job this long after it finished"),
+    # No defaults: absent fields mean enabled, and a default would change the spec (hash) of every job
+    # started before the upgrade.
+    "security": {
+        **jobspec.kubernetes_openapi_schema(jobspec.SPEC_SCHEMA["properties"]["security"]),
+        "description": "transport security of the agents: mutual TLS (tls, default enabled; issuerRef: cert-manager issues the "
+        "certificates instead of the operator's per-attempt CA) and the job's NetworkPolicy (networkPolicy, default enabled; "
+        "metricsFrom: who may reach the metrics port, default anyone)",
+    },
     "suspend": {"type": "boolean", "default": False, "description": "remove the agents; resuming starts a new attempt"},
     "activeDeadlineSeconds": _integer(1, MAX_SECONDS, "fail the job when it has run this long (not counting suspended time)"),
     # No default: a startup may legitimately take long (image pulls on many nodes, nodes being added),
@@ -281,6 +290,8 @@ def _ports_in_range(port_field: str) -> Rule:
 
 
 _RESERVED_LABEL_PREFIXES = ("sabot.io/", "app.kubernetes.io/")
+# a pipeline is a SQL query or one of its short forms (the job schema checks the same)
+PIPELINE_FORMS = ("sql", "aggregate", "join")
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -307,9 +318,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         ("spec", "pipeline"), "",
-        "has(self.aggregate) != has(self.join)",
-        "the pipeline needs exactly one of aggregate or join",
-        lambda pipeline: ("aggregate" in pipeline) != ("join" in pipeline),
+        " + ".join(f"(has(self.{form}) ? 1 : 0)" for form in PIPELINE_FORMS) + " == 1",
+        "the pipeline needs exactly one of sql, aggregate or join",
+        lambda pipeline: sum(form in pipeline for form in PIPELINE_FORMS) == 1,
     ),
     Rule(
         ("spec", "pipeline"), ".aggregate.input",
@@ -365,6 +376,18 @@ RULES: tuple[Rule, ...] = (
         "has(self.emptyDir) != has(self.persistentVolumeClaim)",
         "spill needs exactly one of emptyDir or persistentVolumeClaim",
         lambda spill: ("emptyDir" in spill) != ("persistentVolumeClaim" in spill),
+    ),
+    Rule(
+        ("spec", "security"), ".issuerRef",
+        f"!has(self.issuerRef) || !has(self.tls) || self.tls == '{ENABLED}'",
+        "issuerRef names who issues the agents' TLS certificates, so it needs tls enabled",
+        lambda security: "issuerRef" not in security or security.get("tls", ENABLED) == ENABLED,
+    ),
+    Rule(
+        ("spec", "security"), ".metricsFrom",
+        f"!has(self.metricsFrom) || !has(self.networkPolicy) || self.networkPolicy == '{ENABLED}'",
+        "metricsFrom is a rule of the job's NetworkPolicy, so it needs networkPolicy enabled",
+        lambda security: "metricsFrom" not in security or security.get("networkPolicy", ENABLED) == ENABLED,
     ),
     Rule(
         ("spec", "pod", "labels"), "",

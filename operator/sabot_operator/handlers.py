@@ -65,11 +65,14 @@ async def wake_on_spec_change(uid: str, memo: kopf.Memo, **_: Any) -> None:
 
 
 def decide(cluster: kube.Cluster, namespace: str, name: str, now: datetime) -> tuple[dict[str, Any], Plan] | None:
-    """Read the job and its children, and plan the next step. None when the job is gone or going."""
+    """Read the job and its children, and plan the next step. None when the job is gone or going.
+    The agents' TLS Secrets the plan creates get their keys here, after the (pure) decision."""
     job = cluster.get_job(namespace, name)
     if job is None or job["metadata"].get("deletionTimestamp"):
         return None
-    return job, reconcile(job, cluster.list_pods(namespace, name), now, cluster.get_children(namespace, name))
+    plan = reconcile(job, cluster.list_pods(namespace, name), now, cluster.get_children(namespace, job))
+    plan.create = builders.with_new_keys(plan.create)
+    return job, plan
 
 
 def apply(cluster: kube.Cluster, job: dict[str, Any], action: Action) -> None:

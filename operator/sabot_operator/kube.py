@@ -12,8 +12,16 @@ from . import builders, crd
 
 # Every request has a deadline, so a stuck connection cannot stall a job's reconcile loop.
 REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds
-# Kind of a child -> the resource's name in the core API's method names (create_namespaced_<...>).
-CHILD_RESOURCES = {"Pod": "pod", "Service": "service", "ConfigMap": "config_map"}
+# Kind of a child -> (API class, the resource's name in its method names: create_namespaced_<...>).
+CHILD_RESOURCES = {
+    "Pod": ("CoreV1Api", "pod"),
+    "Service": ("CoreV1Api", "service"),
+    "ConfigMap": ("CoreV1Api", "config_map"),
+    "Secret": ("CoreV1Api", "secret"),
+    "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
+}
+CERT_MANAGER_GROUP, CERT_MANAGER_VERSION = builders.CERT_MANAGER_API_VERSION.split("/")
+CERTIFICATES = "certificates"
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -54,22 +62,52 @@ class Cluster:
             raise
 
     def _call(self, verb: str, kind: str):
-        return getattr(self.core, f"{verb}_namespaced_{CHILD_RESOURCES[kind]}")
+        """The client method `verb` of a child kind, taking the arguments core methods take."""
+        if kind == "Certificate":  # a custom resource: group, version, namespace and plural come first
+            custom = getattr(self.custom, f"{verb}_namespaced_custom_object")
+            if verb == "create":
+                return lambda namespace, body, **options: custom(CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, namespace, CERTIFICATES, body, **options)
+            return lambda name, namespace, **options: custom(CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, namespace, CERTIFICATES, name, **options)
+        api, resource = CHILD_RESOURCES[kind]
+        return getattr(getattr(kubernetes.client, api)(self.client), f"{verb}_namespaced_{resource}")
 
     def list_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=builders.pod_selector(job_name), _request_timeout=REQUEST_TIMEOUT)
         return [self.client.sanitize_for_serialization(pod) for pod in pods.items]
 
-    def get_children(self, namespace: str, job_name: str) -> dict[str, dict[str, Any]]:
-        """The job's shared children (ConfigMap, Service) by kind; absent ones are left out."""
+    def get_children(self, namespace: str, job: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The job's children besides its pods, by (kind, name); absent ones are left out: the
+        ConfigMap, Service and NetworkPolicy by name, the operator's TLS Secrets by label, and
+        cert-manager Certificates by label when the job uses cert-manager (only then does the
+        cluster need to have their API, and the operator the right to read it)."""
+        job_name = job["metadata"]["name"]
         found = {}
-        for kind, name in builders.shared_child_names(job_name).items():
+        for kind, name in (("ConfigMap", builders.plan_name(job_name)), ("Service", builders.service_name(job_name)),
+                           ("NetworkPolicy", builders.network_policy_name(job_name))):  # fmt: skip
             try:
-                found[kind] = self.client.sanitize_for_serialization(self._call("read", kind)(name, namespace, _request_timeout=REQUEST_TIMEOUT))
+                found[kind, name] = self.client.sanitize_for_serialization(self._call("read", kind)(name, namespace, _request_timeout=REQUEST_TIMEOUT))
             except ApiException as error:
                 if error.status != 404:
                     raise
+        selector = builders.pod_selector(job_name)
+        for secret in self._metadata_of(f"/api/v1/namespaces/{namespace}/secrets", selector):
+            found["Secret", secret["metadata"]["name"]] = secret
+        if builders.uses_cert_manager(job["spec"]):
+            listed = self.custom.list_namespaced_custom_object(CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, namespace, CERTIFICATES,
+                                                               label_selector=selector, _request_timeout=REQUEST_TIMEOUT)  # fmt: skip
+            for certificate in listed["items"]:
+                found["Certificate", certificate["metadata"]["name"]] = certificate
         return found
+
+    def _metadata_of(self, path: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects a list request finds, metadata only (PartialObjectMetadataList): the operator
+        decides on Secrets by their labels and annotations and never reads their keys back."""
+        listed = self.client.call_api(
+            path, "GET", query_params=[("labelSelector", label_selector)], response_type="object", auth_settings=["BearerToken"],
+            header_params={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"},
+            _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT,
+        )  # fmt: skip
+        return listed.get("items") or []  # an empty PartialObjectMetadataList has "items": null
 
     def patch_status(self, job: dict[str, Any], new_status: dict[str, Any]) -> None:
         """Write status only if the job is unchanged since it was read (409 otherwise: read again)."""

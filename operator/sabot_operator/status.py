@@ -1,7 +1,7 @@
 """The job's state machine as one pure function: the SabotJob and its pods in, the next step out.
 
 `reconcile(job, pods, now, children)` reads nothing but its arguments, so an operator restarted
-mid-job continues from `status` and the children it finds. The caller makes a `Plan`'s writes in the
+mid-job continues from `status` and the children it finds (keyed by (kind, name)). The caller makes a `Plan`'s writes in the
 order of `Plan.actions()`: status first (the record of what is about to happen), then deletions,
 then creations; Events are posted after them. Every pass may stop after any write: the next pass
 plans whatever is still missing for the current attempt, so it converges without creating anything
@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 import jsonschema
+
+from sabot_agent import security
 
 from . import builders, crd
 from .validation import spec_problems
@@ -55,7 +57,7 @@ class Plan:
     status: dict[str, Any]
     create: list[dict[str, Any]] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
-    delete_children: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of stale shared children
+    delete_children: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of stale or unwanted children
     delete_job: bool = False
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -65,7 +67,8 @@ class Plan:
 
     def actions(self) -> list[Action]:
         """The writes in the order a pass makes them. Status first, so what exists is always covered
-        by a recorded attempt; `create` lists the shared children before the pods (see _plan_children)."""
+        by a recorded attempt; `create` lists the shared children and the agents' TLS Secrets or
+        Certificates before the pods (see _plan_children)."""
         return [
             Action("patch_status", body=self.status),
             *(Action("delete", "Pod", name) for name in self.delete_pods),
@@ -190,9 +193,17 @@ def unschedulable_reason(pod: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------- reconcile
 
 
-def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, children: Mapping[str, dict[str, Any]]) -> Plan:
-    """Decide the next step of `job` given all pods that carry its label and its shared children
-    (kind -> the ConfigMap and Service as read; absent ones left out)."""
+Children = Mapping[tuple[str, str], dict[str, Any]]
+
+
+def child_key(child: dict[str, Any]) -> tuple[str, str]:
+    return child["kind"], child["metadata"]["name"]
+
+
+def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, children: Children) -> Plan:
+    """Decide the next step of `job` given all pods that carry its label and its other children as
+    read, by (kind, name): the ConfigMap, Service and NetworkPolicy, the agents' TLS Secrets (the
+    operator's, by label) and cert-manager Certificates; absent ones left out."""
     status = copy.deepcopy(job.get("status") or {})
     generation = job["metadata"].get("generation", 0)
     status["observedGeneration"] = generation
@@ -214,12 +225,24 @@ def reconcile(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, ch
         _follow_attempt(job, pods, children, plan, now)
     else:
         _start_attempt(job, pods, children, plan, now)
+    if plan.status.get("phase") not in crd.ACTIVE_PHASES:
+        _release_keys(children, plan)
     _transition_event(phase, plan)
     return plan
 
 
+def _release_keys(children: Children, plan: Plan) -> None:
+    """Agent keys exist only while an attempt is Starting or Running: an attempt that ended (failed,
+    finished, suspended) no longer needs its TLS Secrets or Certificates, and the next one gets new
+    ones. A Certificate's Secret goes with it: cert-manager does not make it its own child."""
+    for kind, name in children:
+        released = [(kind, name), ("Secret", name)] if kind == "Certificate" else [(kind, name)] if kind == "Secret" else []
+        plan.delete_children += [key for key in released if key not in plan.delete_children]
+
+
 # Events that report what was seen rather than the step taken: they never stand in for a phase change.
-OBSERVATIONS = ("SpecChangeIgnored", "Unschedulable")
+OBSERVATIONS = ("SpecChangeIgnored", "Unschedulable", "TLSDisabled")
+TLS_DISABLED_MESSAGE = "spec.security.tls is disabled: the agents exchange data over plaintext Flight, which anyone who can reach their pods can read and call (insecure)"
 
 
 def _transition_event(old_phase: str | None, plan: Plan) -> None:
@@ -294,7 +317,7 @@ def _suspend(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, now: d
     _conditions(job, plan, now, ready=(False, "Suspended", message), progressing=(False, "Suspended", message))
 
 
-def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Mapping[str, dict[str, Any]], plan: Plan, now: datetime) -> None:
+def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Children, plan: Plan, now: datetime) -> None:
     """Pending (new, retrying or resumed): wait for old pods and the backoff, validate, start."""
     spec, status = job["spec"], plan.status
     status["phase"] = PENDING
@@ -324,30 +347,53 @@ def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Ma
     _conditions(job, plan, now, ready=(False, "Starting", message), progressing=(True, "AttemptStarted", message))
     # Every attempt reports (and warns about) its own scheduling.
     set_condition(status, "AgentsScheduled", False, "Scheduling", message, job["metadata"].get("generation", 0), now)
+    if not security.tls_enabled(spec):
+        plan.events.append(Event("Warning", "TLSDisabled", f"attempt {status['attempt']}: {TLS_DISABLED_MESSAGE}"))
     _plan_children(job, children, plan, range(spec["agents"]), pods_exist=False)
     plan.requeue(SETTLE_SECONDS)
 
 
-def _plan_children(job: dict[str, Any], children: Mapping[str, dict[str, Any]], plan: Plan, pod_indices, *, pods_exist: bool) -> None:
+def _plan_children(job: dict[str, Any], children: Children, plan: Plan, pod_indices, *, pods_exist: bool) -> str | None:
     """Plan what the current attempt still lacks, in a safe order: the shared children (ConfigMap,
-    Service) before any pod, so no pod waits in ContainerCreating for its plan or starts before its
-    DNS name exists (a pass that fails creating them ends before the pods). A shared child that is
-    not the one this attempt needs (built for another spec, or left by a deleted job of the same
-    name) is deleted now and created by a later pass that finds it gone, and only then the pods:
-    a pod never mounts a stale plan. Once the attempt has pods, its shared children are recreated
-    when missing but never rebuilt under them (the agents read the plan when they start)."""
-    stale = False
-    for desired in builders.shared_children(job):
-        existing = children.get(desired["kind"])
-        if existing is None:
-            plan.create.append(desired)
-        elif not pods_exist and not builders.is_current(existing, desired):
-            plan.delete_children.append((desired["kind"], desired["metadata"]["name"]))
-            stale = True
-    if stale:
+    Service, NetworkPolicy) and the agents' TLS Secrets or Certificates before any pod, so no pod
+    waits in ContainerCreating for its plan or keys, starts before its DNS name exists or before the
+    policy that admits its peers (a pass that fails creating them ends before the pods). A child that
+    is not the one this attempt needs (built for another spec or attempt, left by a deleted job of
+    the same name, or no longer wanted) is deleted now and created by a later pass that finds it
+    gone, and only then the pods: a pod never mounts a stale plan or another attempt's keys. Once the
+    attempt has pods, its children are recreated when missing but never rebuilt under them (the agents
+    read the plan and their keys when they start).
+
+    The operator's TLS Secrets come from one CA whose key is not kept, so they are issued together: a
+    set that is only partly there (a pass stopped while creating it) is deleted and issued again,
+    whole, before any pod; lost under the pods that still need one, they cannot be reissued (the
+    running agents trust only the old CA) and the returned reason fails the attempt. cert-manager
+    Certificates come from a shared issuer: missing ones are created, and pods only once every one is
+    Ready (its Secret issued for this attempt)."""
+    attempt = plan.status["attempt"]
+    tls_children = builders.agent_tls_children(job, attempt)
+    desired = {child_key(child): child for child in [*builders.shared_children(job), *tls_children]}
+    if not pods_exist:
+        for key, existing in children.items():
+            if key not in desired or not builders.is_current(existing, desired[key]):
+                plan.delete_children.append(key)
+    secrets = [child_key(child) for child in tls_children if child["kind"] == "Secret"]
+    kept_secrets = [key for key in secrets if key in children and key not in plan.delete_children]
+    if not pods_exist and kept_secrets and len(kept_secrets) < len(secrets):
+        plan.delete_children += kept_secrets  # a partial set: issued anew, whole, by a later pass
+    if pods_exist and any(key not in children for key in secrets) and pod_indices:
+        return "the agents' TLS Secrets disappeared before all of the attempt's pods existed; their CA's key is gone, so they cannot be reissued"
+    stale = bool(plan.delete_children)
+    for key, child in desired.items():
+        if key not in children and not (child["kind"] == "Secret" and (stale or pods_exist)):
+            plan.create.append(child)
+    certificates = [key for key in desired if key[0] == "Certificate"]
+    waiting = any(key not in children or not builders.certificate_ready(children[key]) for key in certificates)
+    if stale or waiting:
         plan.requeue(SETTLE_SECONDS)
-        return
-    plan.create += [builders.agent_pod(job, index, plan.status["attempt"]) for index in pod_indices]
+        return None
+    plan.create += [builders.agent_pod(job, index, attempt) for index in pod_indices]
+    return None
 
 
 # A freshly started attempt records its agents as "Creating": a pod missing in that state was never
@@ -375,7 +421,7 @@ def _agent_records(job: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
-def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Mapping[str, dict[str, Any]], plan: Plan, now: datetime) -> None:
+def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Children, plan: Plan, now: datetime) -> None:
     spec, status = job["spec"], plan.status
     attempt = status["attempt"]
     current = {pod_index(pod): pod for pod in pods if pod_attempt(pod) == attempt}
@@ -415,8 +461,11 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: M
         _finish(job, plan, SUCCEEDED, "Succeeded", f"all {len(records)} agents succeeded on attempt {attempt} ({rows} rows)", now)
         return
     if not drifted:
-        _plan_children(job, children, plan, to_create, pods_exist=bool(current))
-    elif to_create or any(kind not in children for kind in builders.shared_child_names(job["metadata"]["name"])):
+        lost = _plan_children(job, children, plan, to_create, pods_exist=bool(current))
+        if lost:
+            _fail_attempt(job, pods, plan, "TLSSecretsLost", lost, now)
+            return
+    elif to_create or any(child_key(child) not in children for child in builders.shared_children(job)):
         # Only the edited spec is known now: what it would build does not fit the rest of the attempt.
         _fail_attempt(job, pods, plan, "SpecChanged", "the spec was edited before all of the attempt's children existed", now)
         return
@@ -488,6 +537,7 @@ def _fail_attempt(job: dict[str, Any], pods: list[dict[str, Any]], plan: Plan, r
     the next one starts after the backoff, or the job fails."""
     spec, status = job["spec"], plan.status
     status["failedAttempts"] = status.get("failedAttempts", 0) + 1
+    plan.create = []  # nothing more for an attempt that ended (its startup deadline is checked after planning its children)
     _stop_pods(pods, plan)
     attempt, limit = status["attempt"], spec["retry"]["limit"]
     if status["failedAttempts"] > limit:

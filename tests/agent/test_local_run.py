@@ -309,6 +309,7 @@ def agent_command(tmp_path, name: str, agents: int, flight_port: int, http_port:
         "shuffle": {"partitions": 4},
         "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
     }, agents=agents)  # fmt: skip
+    doc["spec"]["security"] = {"tls": "disabled"}  # its peers in these tests are plaintext `--serve` agents
     job = tmp_path / f"{name}.yaml"
     job.write_text(yaml.safe_dump(doc))
     return [sys.executable, "-m", "sabot_agent", "--job", str(job), "--agent-index", "0", "--flight-port", str(flight_port),
@@ -319,7 +320,7 @@ def test_agent_fails_fast_when_a_peer_dies_before_sealing(tmp_path, serve_agent)
     """sabot-agent on its own (flags, termination log): its peer 1 answers health but never seals, then dies."""
     from sabot_agent.local import free_ports
 
-    silent_peer = serve_agent("silent-peer")
+    silent_peer = serve_agent("silent-peer", "--agent-index", "1", "--agent-count", "2")  # answers for its own outputs only
     flight_port, http_port = free_ports(2)
     reason_file = tmp_path / "termination-log"
     agent = subprocess.Popen(

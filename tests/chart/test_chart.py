@@ -28,7 +28,11 @@ OPERATOR_RULES = {
     ("", "services"): {"create", "get", "list", "watch", "patch", "delete"},
     ("", "configmaps"): {"create", "get", "list", "watch", "patch", "update", "delete"},
     ("", "events"): {"create", "patch"},
+    ("", "secrets"): {"create", "list", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "get", "delete"},
 }
+# Only with certManager.enabled (jobs with spec.security.issuerRef).
+CERT_MANAGER_RULES = {("cert-manager.io", "certificates"): {"create", "list", "delete"}}
 KOPF_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
@@ -206,25 +210,25 @@ def test_pod_monitor_follows_the_watch_list_in_namespaced_mode(helm):
     manifests = render(helm, CHART / "ci" / "namespaced-monitoring-networkpolicy-values.yaml")
     (pod_monitor,) = by_kind(manifests, "PodMonitor")
     assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["jobs"]}
-    policies = by_kind(manifests, "NetworkPolicy")
-    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies) == [
-        ("jobs", "sabot-sabot-operator-agents"), (RELEASE_NAMESPACE, "sabot-sabot-operator")]
 
 
-def test_agent_network_policy_admits_flight_only_from_agent_pods(helm):
-    manifests = render(helm, CHART / "ci" / "monitoring-networkpolicy-values.yaml")
-    agents = DEFAULT_VALUES["agents"]["selectorLabels"]
-    agent_policies = [p for p in by_kind(manifests, "NetworkPolicy") if p["metadata"]["name"].endswith("-agents")]
-    assert sorted(p["metadata"]["namespace"] for p in agent_policies) == ["analytics", "default"]
-    for policy in agent_policies:
-        spec = policy["spec"]
-        assert spec["podSelector"] == {"matchLabels": agents}
-        assert spec["policyTypes"] == ["Ingress"]
-        flight, metrics = spec["ingress"]
-        assert flight == {"from": [{"podSelector": {"matchLabels": agents}}],
-                          "ports": [{"port": "flight", "protocol": "TCP"}]}
-        assert metrics["ports"] == [{"port": "http", "protocol": "TCP"}]
-        assert metrics["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+def test_the_chart_has_a_network_policy_for_the_operator_only(helm):
+    """The agents get one per job from the operator (Flight from the same job only); a namespace-wide
+    policy of the chart would add "every agent pod of the namespace" to it."""
+    for scenario in ("monitoring-networkpolicy-values.yaml", "namespaced-monitoring-networkpolicy-values.yaml"):
+        (policy,) = by_kind(render(helm, CHART / "ci" / scenario), "NetworkPolicy")
+        assert (policy["metadata"]["namespace"], policy["metadata"]["name"]) == (RELEASE_NAMESPACE, "sabot-sabot-operator")
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    (rule,) = by_kind(render(helm, CHART / "ci" / "monitoring-networkpolicy-values.yaml"), "NetworkPolicy")[0]["spec"]["ingress"]
+    assert rule["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+
+
+def test_cert_manager_certificates_are_granted_only_when_enabled(helm):
+    (cluster_role,) = by_kind(render(helm, CHART / "ci" / "monitoring-networkpolicy-values.yaml"), "ClusterRole")
+    assert granted(cluster_role) == {**OPERATOR_RULES, **KOPF_CLUSTER_RULES, **CERT_MANAGER_RULES}
+    for role in operator_objects(render(helm, CHART / "ci" / "namespaced-monitoring-networkpolicy-values.yaml"), "Role"):
+        assert granted(role) == {**OPERATOR_RULES, **CERT_MANAGER_RULES}
 
 
 def test_helm_test_hook_runs_a_valid_sabotjob_with_least_privilege(helm):

@@ -1,14 +1,16 @@
 """The chart against the operator's own code: the Deployment's arguments are ones `sabot-operator`
-accepts, the PodMonitor/NetworkPolicy select the labels and port names the agent pods really carry,
-and the agent pods the operator builds satisfy the restricted Pod Security Standard."""
+accepts, the PodMonitor and the operator's per-job NetworkPolicy select the labels and port names the
+agent pods really carry, the agent pods the operator builds satisfy the restricted Pod Security
+Standard, and everything it creates per job validates strictly against the Kubernetes schemas."""
 from __future__ import annotations
 
 import re
 
+import kubernetes_validate
 import pytest
 import yaml
 
-from chart_render import CHART, EXAMPLES, SCENARIOS, render
+from chart_render import CHART, EXAMPLES, KUBE_VERSION, SCENARIOS, render
 from pod_security import restricted_violations
 
 from sabot_operator import builders, crd
@@ -17,11 +19,14 @@ from sabot_operator import main as operator_main
 AGENT_SELECTOR = yaml.safe_load((CHART / "values.yaml").read_text())["agents"]["selectorLabels"]
 
 
+def job_of(spec: dict, name: str = "contract") -> dict:
+    return {"apiVersion": crd.API_VERSION, "kind": crd.KIND,
+            "metadata": {"name": name, "namespace": "jobs", "uid": "00000000-0000-0000-0000-000000000001"},
+            "spec": crd.spec_with_defaults(spec)}
+
+
 def agent_pod_of(spec: dict, index: int = 0) -> dict:
-    job = {"apiVersion": crd.API_VERSION, "kind": crd.KIND,
-           "metadata": {"name": "contract", "namespace": "jobs", "uid": "00000000-0000-0000-0000-000000000001"},
-           "spec": crd.spec_with_defaults(spec)}
-    return builders.agent_pod(job, index, attempt=1)
+    return builders.agent_pod(job_of(spec), index, attempt=1)
 
 
 def example_spec() -> dict:
@@ -76,3 +81,29 @@ def test_host_network_agents_violate_only_the_host_network_control():
     pod = agent_pod_of({**example_spec(), "hostNetwork": True})
     assert restricted_violations(pod["spec"]) == ["spec.hostNetwork is true"]
     assert restricted_violations(pod["spec"], allow_host_network=True) == []
+
+
+def test_the_jobs_network_policy_selects_its_own_agent_pods_and_their_ports():
+    spec = example_spec()
+    policy = builders.network_policy(job_of(spec))
+    pod, other_job = agent_pod_of(spec), builders.agent_pod(job_of(spec, "other"), 0, attempt=1)
+    selected = policy["spec"]["podSelector"]["matchLabels"].items()
+    flight, metrics = policy["spec"]["ingress"]
+    (peer,) = flight["from"]
+    assert selected <= pod["metadata"]["labels"].items() and peer["podSelector"]["matchLabels"].items() == selected
+    assert not selected <= other_job["metadata"]["labels"].items()  # another job's agents are no peers
+    (container,) = pod["spec"]["containers"]
+    assert [rule["ports"][0]["port"] for rule in (flight, metrics)] == [port["name"] for port in container["ports"]] == ["flight", "http"]
+
+
+@pytest.mark.parametrize("security", [{}, {"issuerRef": {"name": "agents-ca"}}], ids=["operator-ca", "cert-manager"])
+def test_what_the_operator_creates_per_job_validates_strictly(security):
+    job = job_of({**example_spec(), "security": {**security, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}})
+    children = builders.with_new_keys([*builders.shared_children(job), *builders.agent_tls_children(job, 1), builders.agent_pod(job, 0, 1)])
+    for child in children:
+        if child["apiVersion"] == builders.CERT_MANAGER_API_VERSION:
+            continue  # kubernetes-validate knows no cert-manager schema (tests/operator builds the Certificate)
+        try:
+            kubernetes_validate.validate(child, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{child['kind']}/{child['metadata']['name']}: {error.message} at {list(error.path)}")

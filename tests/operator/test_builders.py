@@ -1,10 +1,14 @@
 """The pure manifest builders, without a cluster."""
 from __future__ import annotations
 
+import base64
+
 import yaml
+from cryptography import x509
 
 from sabotjobs import sabot_job
 from sabot_agent.jobspec import validate_job
+from sabot_agent.security import AgentIdentity
 from sabot_operator import builders, crd
 
 
@@ -18,12 +22,16 @@ def env_of(pod: dict) -> dict[str, str]:
 
 
 def attempt_children(job: dict, attempt: int) -> list[dict]:
-    return builders.shared_children(job) + [builders.agent_pod(job, index, attempt) for index in range(job["spec"]["agents"])]
+    pods = [builders.agent_pod(job, index, attempt) for index in range(job["spec"]["agents"])]
+    return builders.shared_children(job) + builders.agent_tls_children(job, attempt) + pods
+
+
+CERT_MANAGER = {"security": {"issuerRef": {"name": "agents-ca", "kind": "ClusterIssuer"}}}
 
 
 def test_every_child_is_owned_by_the_job_in_its_namespace():
     job = defaulted()
-    for child in attempt_children(job, attempt=1):
+    for child in attempt_children(job, attempt=1) + attempt_children(defaulted(CERT_MANAGER), attempt=1):
         (owner,) = child["metadata"]["ownerReferences"]
         assert owner == {
             "apiVersion": "sabot.io/v1alpha1",
@@ -43,12 +51,20 @@ def test_children_have_deterministic_names():
     assert names == [
         ("ConfigMap", "wordcount-plan"),
         ("Service", "wordcount-agents"),
+        ("NetworkPolicy", "wordcount-agents"),
+        ("Secret", "wordcount-agent-0-tls"),
+        ("Secret", "wordcount-agent-1-tls"),
+        ("Secret", "wordcount-agent-2-tls"),
         ("Pod", "wordcount-agent-0"),
         ("Pod", "wordcount-agent-1"),
         ("Pod", "wordcount-agent-2"),
     ]
     assert names == [(child["kind"], child["metadata"]["name"]) for child in attempt_children(job, attempt=2)]
-    assert list(builders.shared_child_names("wordcount").items()) == names[:2]
+    # cert-manager's Secrets have names the operator never issues (or deletes) itself
+    cert_manager = [(child["kind"], child["metadata"]["name"]) for child in attempt_children(defaulted(CERT_MANAGER), attempt=1)]
+    assert cert_manager[3:6] == [("Certificate", f"wordcount-agent-{i}-cert") for i in range(3)]
+    plain = defaulted({"security": {"tls": "disabled", "networkPolicy": "disabled"}})
+    assert [child["kind"] for child in attempt_children(plain, attempt=1)] == ["ConfigMap", "Service", "Pod", "Pod", "Pod"]
 
 
 def test_agent_env_tells_each_agent_who_it_is():
@@ -68,7 +84,11 @@ def test_agent_env_tells_each_agent_who_it_is():
         "SABOT_PEERS": ",".join(f"wordcount-agent-{i}.wordcount-agents:8815" for i in range(3)),
         "SABOT_ATTEMPT": "3",
         "SABOT_MEMORY_BUDGET": "256Mi",
+        "SABOT_TLS_CERT": "/etc/sabot-tls/tls.crt",
+        "SABOT_TLS_KEY": "/etc/sabot-tls/tls.key",
+        "SABOT_TLS_CA": "/etc/sabot-tls/ca.crt",
     }
+    assert not {name for name in env_of(builders.agent_pod(defaulted({"security": {"tls": "disabled"}}), 1, 3)) if name.startswith("SABOT_TLS")}
 
 
 def test_threads_default_to_slots():
@@ -108,7 +128,15 @@ def test_pod_is_locked_down():
     assert container["command"] == ["sabot-agent"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     # The read-only root needs writable mounts for spill and temporary files.
-    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/etc/sabot", "/var/lib/sabot/spill", "/tmp"}
+    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/etc/sabot", "/var/lib/sabot/spill", "/tmp", "/etc/sabot-tls"}
+    assert {"name": "tls", "mountPath": "/etc/sabot-tls", "readOnly": True} in container["volumeMounts"]
+
+
+def test_each_pod_mounts_only_its_own_key():
+    for spec_patch, suffix in ((None, "tls"), (CERT_MANAGER, "cert")):
+        for index in range(3):
+            volumes = builders.agent_pod(defaulted(spec_patch), index, attempt=1)["spec"]["volumes"]
+            assert {"name": "tls", "secret": {"secretName": f"wordcount-agent-{index}-{suffix}", "defaultMode": 0o440}} in volumes
 
 
 def test_pod_identity_for_dns_and_attempt_labels():
@@ -187,11 +215,11 @@ def test_shared_children_carry_a_hash_of_what_they_hold():
 
 
 def test_a_shared_child_built_for_another_spec_or_job_is_not_current():
-    plan, service = builders.shared_children(defaulted())
-    new_plan, same_service = builders.shared_children(defaulted({"pipeline": {"shuffle": {"partitions": 12}}}))
+    plan, service, _ = builders.shared_children(defaulted())
+    new_plan, same_service, _ = builders.shared_children(defaulted({"pipeline": {"shuffle": {"partitions": 12}}}))
     assert not builders.is_current(read_back(plan), new_plan)
     assert builders.is_current(read_back(service), same_service)  # the service does not depend on the pipeline
-    _, new_service = builders.shared_children(defaulted({"flightPort": 9000}))
+    _, new_service, _ = builders.shared_children(defaulted({"flightPort": 9000}))
     assert not builders.is_current(read_back(service), new_service)
     # A leftover of a deleted job of the same name: same content, another owner.
     recreated = {**defaulted(), "metadata": {**defaulted()["metadata"], "uid": "uid-of-the-new-job"}}
@@ -199,3 +227,68 @@ def test_a_shared_child_built_for_another_spec_or_job_is_not_current():
     unstamped = read_back(plan)
     unstamped["metadata"].pop("annotations")
     assert not builders.is_current(unstamped, plan)
+
+
+def test_the_network_policy_admits_flight_from_the_jobs_own_agents_only():
+    policy = builders.network_policy(defaulted())
+    agents = {"matchLabels": {builders.LABEL_JOB: "wordcount", builders.LABEL_NAME: builders.AGENT_APP}}
+    assert policy["spec"] == {
+        "podSelector": agents,
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"from": [{"podSelector": agents}], "ports": [{"port": "flight", "protocol": "TCP"}]},
+            {"ports": [{"port": "http", "protocol": "TCP"}]},  # metrics and probes: from anywhere by default
+        ],
+    }
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    scraped = builders.network_policy(defaulted({"security": {"metricsFrom": monitoring}}))
+    assert scraped["spec"]["ingress"][1] == {"ports": [{"port": "http", "protocol": "TCP"}], "from": monitoring}
+    assert not builders.is_current(read_back(policy), scraped)
+    assert builders.is_current(read_back(policy), builders.network_policy(defaulted({"flightPort": 9000})))  # named ports
+
+
+def test_an_agent_secret_is_built_without_keys_and_issued_with_its_attempt():
+    job = defaulted()
+    secrets = [builders.agent_tls_secret(job, index, attempt=4) for index in range(3)]
+    assert all("data" not in secret and secret["type"] == "kubernetes.io/tls" for secret in secrets)
+    assert secrets[1]["metadata"]["labels"][builders.LABEL_ATTEMPT] == "4" and secrets[1]["metadata"]["labels"][builders.LABEL_INDEX] == "1"
+    pod = builders.agent_pod(job, 0, attempt=4)
+    issued = builders.with_new_keys([secrets[0], secrets[1], secrets[2], pod])
+    assert issued[3] is pod and [child["metadata"] for child in issued[:3]] == [secret["metadata"] for secret in secrets]
+    files = [{key: base64.b64decode(value) for key, value in secret["data"].items()} for secret in issued[:3]]
+    assert all(set(data) == {"tls.crt", "tls.key", "ca.crt"} for data in files)
+    assert len({data["ca.crt"] for data in files}) == 1  # one CA per attempt
+    authority = x509.load_pem_x509_certificate(files[0]["ca.crt"])
+    for index, data in enumerate(files):
+        certificate = x509.load_pem_x509_certificate(data["tls.crt"])
+        certificate.verify_directly_issued_by(authority)
+        names = [name.value for name in certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+        identity = AgentIdentity("wordcount", 4, index, "default")
+        assert names == [identity.name, f"wordcount-agent-{index}.wordcount-agents", identity.uri]
+    again = builders.with_new_keys(secrets)
+    assert again[0]["data"]["ca.crt"] != issued[0]["data"]["ca.crt"] and again[0]["data"]["tls.key"] != issued[0]["data"]["tls.key"]
+    # the hash names the attempt: another attempt's Secret is stale, the keys themselves do not count
+    assert builders.is_current(read_back(issued[0]), secrets[0])
+    assert not builders.is_current(read_back(issued[0]), builders.agent_tls_secret(job, 0, attempt=5))
+
+
+def test_a_cert_manager_certificate_names_the_agent_first():
+    job = defaulted(CERT_MANAGER)
+    certificate = builders.agent_certificate(job, 2, attempt=3)
+    identity = AgentIdentity("wordcount", 3, 2, "default")
+    assert certificate["apiVersion"] == "cert-manager.io/v1" and certificate["metadata"]["name"] == "wordcount-agent-2-cert"
+    assert certificate["spec"] == {
+        "secretName": "wordcount-agent-2-cert",
+        "secretTemplate": {"labels": {builders.LABEL_JOB: "wordcount", builders.LABEL_INDEX: "2", builders.LABEL_ATTEMPT: "3"}},
+        "dnsNames": [identity.name, "wordcount-agent-2.wordcount-agents"],
+        "uris": [identity.uri],
+        "duration": "8784h",
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        "usages": ["digital signature", "server auth", "client auth"],
+        "issuerRef": {"name": "agents-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+    }
+    assert not builders.is_current(read_back(certificate), builders.agent_certificate(job, 2, attempt=4))
+    ready = {**certificate, "metadata": {**certificate["metadata"], "generation": 1},
+             "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}}  # fmt: skip
+    assert builders.certificate_ready(ready) and not builders.certificate_ready(certificate)
+    assert not builders.certificate_ready({**ready, "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 0}]}})

@@ -6,8 +6,11 @@ import copy
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import base64
+
 import pytest
 import yaml
+from cryptography import x509
 from prometheus_client import REGISTRY, generate_latest
 
 from sabotjobs import sabot_job
@@ -35,9 +38,8 @@ class FakeCluster:
     def list_pods(self, namespace, job_name):
         return [copy.deepcopy(obj) for (kind, _), obj in sorted(self.objects.items()) if kind == "Pod"]
 
-    def get_children(self, namespace, job_name):
-        names = builders.shared_child_names(job_name).items()
-        return {kind: copy.deepcopy(self.objects[(kind, name)]) for kind, name in names if (kind, name) in self.objects}
+    def get_children(self, namespace, job):
+        return {key: copy.deepcopy(obj) for key, obj in self.objects.items() if key[0] != "Pod"}
 
     def patch_status(self, job, status):
         if status != self.job.get("status"):
@@ -51,6 +53,8 @@ class FakeCluster:
             self.conflicts.append(key)
             return False
         self.objects[key] = copy.deepcopy(manifest)
+        if key[0] == "Certificate":  # cert-manager issues it at once
+            self.objects[key]["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
         self.created[(*key, manifest["metadata"]["labels"].get(builders.LABEL_ATTEMPT))] += 1
         return True
 
@@ -101,7 +105,9 @@ def settle(cluster: FakeCluster, start: datetime, passes: int = 20) -> int:
 def test_status_is_written_before_children_are_created():
     cluster = FakeCluster(sabot_job(spec_patch={"agents": 2}))
     handlers.reconcile_once(cluster, "default", NAME, T0)
-    assert cluster.calls == ["status", "create ConfigMap/wordcount-plan", "create Service/wordcount-agents", "create Pod/wordcount-agent-0", "create Pod/wordcount-agent-1"]
+    assert cluster.calls == ["status", "create ConfigMap/wordcount-plan", "create Service/wordcount-agents", "create NetworkPolicy/wordcount-agents",
+                             "create Secret/wordcount-agent-0-tls", "create Secret/wordcount-agent-1-tls",
+                             "create Pod/wordcount-agent-0", "create Pod/wordcount-agent-1"]  # fmt: skip
     assert cluster.job["status"]["attempt"] == 1
 
 
@@ -109,8 +115,21 @@ def test_passes_repeated_create_nothing_twice():
     cluster = FakeCluster(sabot_job(spec_patch={"agents": 2}))
     for _ in range(3):
         handlers.reconcile_once(cluster, "default", NAME, T0)
-    assert sorted(cluster.objects) == [("ConfigMap", "wordcount-plan"), ("Pod", "wordcount-agent-0"), ("Pod", "wordcount-agent-1"), ("Service", "wordcount-agents")]
+    assert sorted(cluster.objects) == [("ConfigMap", "wordcount-plan"), ("NetworkPolicy", "wordcount-agents"), ("Pod", "wordcount-agent-0"),
+                                       ("Pod", "wordcount-agent-1"), ("Secret", "wordcount-agent-0-tls"), ("Secret", "wordcount-agent-1-tls"),
+                                       ("Service", "wordcount-agents")]  # fmt: skip
     assert cluster.job["status"]["attempt"] == 1 and not cluster.conflicts
+
+
+def test_the_secrets_a_pass_writes_hold_keys_the_plan_did_not():
+    """reconcile plans Secrets without keys (a pure value); the pass issues them just before writing."""
+    cluster = FakeCluster(sabot_job(spec_patch={"agents": 2}))
+    job, plan = handlers.decide(cluster, "default", NAME, T0)
+    assert all(set(child["data"]) == {"tls.crt", "tls.key", "ca.crt"} for child in plan.create if child["kind"] == "Secret")
+    assert issued_by_one_ca(cluster) is None  # nothing written yet
+    for action in plan.actions():
+        handlers.apply(cluster, job, action)
+    assert issued_by_one_ca(cluster) == 2
 
 
 def test_a_pass_after_a_lost_status_write_recreates_only_missing_pods():
@@ -182,7 +201,33 @@ def never_ready() -> FakeCluster:
     return FakeCluster(sabot_job(spec_patch={"agents": 2, "startupDeadlineSeconds": 60, "retry": {"limit": 1}}))
 
 
-SCENARIOS = [new_job, agent_failed, resumed_with_an_edited_spec, suspended_while_starting, never_ready]
+def with_cert_manager() -> FakeCluster:
+    """cert-manager issues the agents' certificates: Certificates first, pods once they are Ready."""
+    return FakeCluster(sabot_job(spec_patch={"agents": 2, "security": {"issuerRef": {"name": "agents-ca", "kind": "ClusterIssuer"}}}))
+
+
+SCENARIOS = [new_job, agent_failed, resumed_with_an_edited_spec, suspended_while_starting, never_ready, with_cert_manager]
+
+
+def issued_by_one_ca(cluster: FakeCluster) -> int | None:
+    """How many agent TLS Secrets the cluster holds, all issued by the one CA they carry (asserted),
+    for the attempt of the job's status; None when there are none."""
+    secrets = [obj for (kind, _), obj in cluster.objects.items() if kind == "Secret"]
+    if not secrets:
+        return None
+    assert {secret["metadata"]["labels"][builders.LABEL_ATTEMPT] for secret in secrets} == {str(cluster.job["status"]["attempt"])}
+    (ca,) = {secret["data"]["ca.crt"] for secret in secrets}
+    authority = x509.load_pem_x509_certificate(base64.b64decode(ca))
+    for secret in secrets:
+        x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"])).verify_directly_issued_by(authority)
+    return len(secrets)
+
+
+def content(obj: dict):
+    """What a child holds; a Secret's keys are new at every issue, so its layout and purpose (hash)."""
+    if obj["kind"] == "Secret":
+        return sorted(obj["data"]), obj["metadata"]["annotations"]
+    return obj.get("data") or obj.get("spec")
 
 
 def outcome(cluster: FakeCluster) -> dict:
@@ -191,7 +236,8 @@ def outcome(cluster: FakeCluster) -> dict:
     return {
         "objects": sorted(cluster.objects),
         "pod attempts": {name: pod["metadata"]["labels"][builders.LABEL_ATTEMPT] for name, pod in cluster.pods().items()},
-        "shared children": {key: obj.get("data") or obj.get("spec") for key, obj in cluster.objects.items() if key[0] != "Pod"},
+        "shared children": {key: content(obj) for key, obj in cluster.objects.items() if key[0] != "Pod"},
+        "tls secrets": issued_by_one_ca(cluster),
         "status": {key: status.get(key) for key in ("phase", "attempt", "failedAttempts", "specHash", "ready")},
         "reasons": {c["type"]: c["reason"] for c in status["conditions"]},
     }
@@ -221,8 +267,10 @@ def test_an_operator_stopped_after_any_write_converges_when_restarted(scenario):
             where = f"stopped after {actions[stop_after - 1]!r} (write {stop_after} of pass {index}: {actions})"
             assert outcome(cluster) == expected, where
             assert not cluster.conflicts, where
-            # Nothing created twice: each child (a pod: per attempt) at most once since the scenario began.
-            assert all(count <= 1 for count in (cluster.created - created_before).values()), where
+            # Nothing created twice: each child (a pod: per attempt) at most once since the scenario began;
+            # only a set of TLS Secrets a pass left partial is issued again, whole (outcome: one CA).
+            twice = {key for key, count in (cluster.created - created_before).items() if count > 1}
+            assert all(kind == "Secret" for kind, *_ in twice), where
 
 
 def test_the_scenarios_end_where_they_should():
@@ -254,8 +302,9 @@ def test_a_stale_plan_is_deleted_and_recreated_before_any_pod_of_the_attempt():
     settle(cluster, T0)
     creates = [call for call in cluster.calls if call.startswith("create")]
     assert cluster.calls.index("delete ConfigMap/wordcount-plan") < cluster.calls.index("create ConfigMap/wordcount-plan")
-    assert creates[:2] == ["create ConfigMap/wordcount-plan", "create Service/wordcount-agents"]
-    assert all(call.startswith("create Pod/") for call in creates[2:]) and len(creates) == 4
+    assert creates[:2] == ["create ConfigMap/wordcount-plan", "create Service/wordcount-agents"]  # the policy still fits
+    assert creates[2:4] == ["create Secret/wordcount-agent-0-tls", "create Secret/wordcount-agent-1-tls"]  # new keys for attempt 2
+    assert all(call.startswith("create Pod/") for call in creates[4:]) and len(creates) == 6
 
 
 def test_operator_metrics_count_jobs_by_phase():

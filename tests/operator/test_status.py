@@ -8,7 +8,7 @@ import yaml
 
 from sabotjobs import agent_result, sabot_job, status_result
 from sabot_operator import builders, crd, kube
-from sabot_operator.status import AGENT_RESULT_FIELDS, parse_result, reconcile, retry_delay, timestamp
+from sabot_operator.status import AGENT_RESULT_FIELDS, child_key, parse_result, reconcile, retry_delay, timestamp
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -32,13 +32,24 @@ def unschedulable(job: dict, index: int, attempt: int, message: str = "0/1 nodes
 
 
 def shared(job: dict) -> dict:
-    """The job's ConfigMap and Service (by kind) as the operator builds them for the job's spec."""
-    return {child["kind"]: child for child in builders.shared_children({**job, "spec": crd.spec_with_defaults(job["spec"])})}
+    """The job's children besides its pods (by (kind, name)) as the operator builds them for the job's
+    spec and current attempt: ConfigMap, Service, NetworkPolicy and the agents' TLS Secrets."""
+    job = {**job, "spec": crd.spec_with_defaults(job["spec"])}
+    attempt = (job.get("status") or {}).get("attempt", 1)
+    return {child_key(child): child for child in builders.shared_children(job) + builders.agent_tls_children(job, attempt)}
+
+
+def without(children: dict, *kinds: str) -> dict:
+    return {key: child for key, child in children.items() if key[0] not in kinds}
+
+
+def created(plan) -> list[str]:
+    return [child["kind"] for child in plan.create]
 
 
 def step(job: dict, pods: list[dict], now: datetime = T0, children: dict | None = None):
     """Reconcile once and return (job with the new status, plan) — what the handler would write.
-    The job's shared children exist and fit its spec unless `children` says otherwise."""
+    The job's other children exist and fit its spec and attempt unless `children` says otherwise."""
     plan = reconcile(job, pods, now, shared(job) if children is None else children)
     return {**job, "status": plan.status}, plan
 
@@ -60,7 +71,7 @@ def test_a_new_job_starts_attempt_one_with_all_children():
     job, plan = started()
     status = plan.status
     assert status["phase"] == "Starting" and status["attempt"] == 1 and status["failedAttempts"] == 0
-    assert [child["kind"] for child in plan.create] == ["ConfigMap", "Service", "Pod", "Pod", "Pod"]
+    assert created(plan) == ["ConfigMap", "Service", "NetworkPolicy", "Secret", "Secret", "Secret", "Pod", "Pod", "Pod"]
     assert all(c["metadata"]["labels"].get(builders.LABEL_ATTEMPT) == "1" for c in plan.create if c["kind"] == "Pod")
     assert [agent["name"] for agent in status["agents"]] == [f"wordcount-agent-{i}" for i in range(3)]
     assert status["agents"][0]["address"] == "wordcount-agent-0.wordcount-agents"
@@ -126,9 +137,14 @@ def test_a_failed_agent_fails_the_attempt_and_schedules_a_retry():
     _, plan = step(job, [], T0 + timedelta(seconds=5))
     assert plan.status["attempt"] == 1 and not plan.create and plan.requeue_after == 5
 
-    # Backoff over: attempt 2 with fresh pods labelled with it.
-    job, plan = step(job, [], T0 + timedelta(seconds=10))
+    # Backoff over: attempt 2, whose pods wait until attempt 1's keys are gone...
+    old_children = shared(job)
+    job, plan = step(job, [], T0 + timedelta(seconds=10), children=old_children)
     assert plan.status["phase"] == "Starting" and plan.status["attempt"] == 2
+    assert {kind for kind, _ in plan.delete_children} == {"Secret"} and not plan.create
+    # ...then get new keys and start, labelled with it.
+    job, plan = step(job, [], T0 + timedelta(seconds=11), children=without(old_children, "Secret"))
+    assert created(plan) == ["Secret", "Secret", "Secret", "Pod", "Pod", "Pod"]
     assert {child["metadata"]["labels"][builders.LABEL_ATTEMPT] for child in plan.create if child["kind"] == "Pod"} == {"2"}
     assert {c["value"] for child in plan.create if child["kind"] == "Pod" for c in child["spec"]["containers"][0]["env"] if c["name"] == "SABOT_ATTEMPT"} == {"2"}
 
@@ -277,20 +293,22 @@ def test_a_missing_plan_or_service_is_created_before_the_missing_pods():
     the pods do not exist yet. The next pass creates all of them, the pods last."""
     job, _ = started()
     _, plan = step(job, [], children={})
-    assert [(child["kind"], child["metadata"]["name"]) for child in plan.create] == [
-        ("ConfigMap", "wordcount-plan"), ("Service", "wordcount-agents"),
+    assert [child_key(child) for child in plan.create] == [
+        ("ConfigMap", "wordcount-plan"), ("Service", "wordcount-agents"), ("NetworkPolicy", "wordcount-agents"),
+        ("Secret", "wordcount-agent-0-tls"), ("Secret", "wordcount-agent-1-tls"), ("Secret", "wordcount-agent-2-tls"),
         ("Pod", "wordcount-agent-0"), ("Pod", "wordcount-agent-1"), ("Pod", "wordcount-agent-2"),
     ]
     assert plan.status["attempt"] == 1 and plan.requeue_after == 1.0
     # Only the service was lost: only the service is created.
-    _, plan = step(job, [pod(job, i, 1) for i in range(3)], children={"ConfigMap": shared(job)["ConfigMap"]})
-    assert [child["kind"] for child in plan.create] == ["Service"]
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], children=without(shared(job), "Service"))
+    assert created(plan) == ["Service"]
 
 
 def test_actions_write_status_first_then_delete_then_create_shared_children_before_pods():
     job, plan = started()
     assert [str(action) for action in plan.actions()] == [
-        "patch_status", "create ConfigMap/wordcount-plan", "create Service/wordcount-agents",
+        "patch_status", "create ConfigMap/wordcount-plan", "create Service/wordcount-agents", "create NetworkPolicy/wordcount-agents",
+        "create Secret/wordcount-agent-0-tls", "create Secret/wordcount-agent-1-tls", "create Secret/wordcount-agent-2-tls",
         "create Pod/wordcount-agent-0", "create Pod/wordcount-agent-1", "create Pod/wordcount-agent-2",
     ]
     job = {**job, "status": {**job["status"], "attempt": 2}}
@@ -306,16 +324,19 @@ def test_a_new_attempt_replaces_a_plan_built_for_another_spec_before_creating_po
     job["spec"].update(suspend=False, pipeline={**job["spec"]["pipeline"], "shuffle": {"partitions": 12}})
     job, plan = step(job, [], children=old_children)
     assert plan.status["phase"] == "Starting" and plan.status["attempt"] == 2
-    assert plan.delete_children == [("ConfigMap", "wordcount-plan")] and not plan.create  # the service still fits
-    # Next pass: the plan is gone; it is created for this spec, then the pods.
-    _, plan = step(job, [], children={"Service": old_children["Service"]})
-    assert [child["kind"] for child in plan.create] == ["ConfigMap", "Pod", "Pod", "Pod"]
+    # the service and the network policy still fit; attempt 1's keys never serve attempt 2
+    assert plan.delete_children == [("ConfigMap", "wordcount-plan"), *[("Secret", f"wordcount-agent-{i}-tls") for i in range(3)]]
+    assert not plan.create
+    # Next pass: the plan and the keys are gone; they are created for this spec and attempt, then the pods.
+    _, plan = step(job, [], children=without(old_children, "ConfigMap", "Secret"))
+    assert created(plan) == ["ConfigMap", "Secret", "Secret", "Secret", "Pod", "Pod", "Pod"]
+    assert {child["metadata"]["labels"][builders.LABEL_ATTEMPT] for child in plan.create if child["kind"] == "Secret"} == {"2"}
     assert yaml.safe_load(plan.create[0]["data"]["job.yaml"])["spec"]["pipeline"]["shuffle"]["partitions"] == 12
 
 
 def test_shared_children_are_never_rebuilt_under_the_pods_of_an_attempt():
     job = running(started()[0])
-    stale = {kind: {**child, "metadata": {**child["metadata"], "annotations": {}}} for kind, child in shared(job).items()}
+    stale = {key: {**child, "metadata": {**child["metadata"], "annotations": {}}} for key, child in shared(job).items()}
     _, plan = step(job, [pod(job, i, 1) for i in range(3)], children=stale)
     assert not plan.delete_children and not plan.create
 
@@ -328,6 +349,89 @@ def test_a_spec_edited_before_the_attempt_had_all_its_children_fails_the_attempt
     _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1)], children=children)
     assert plan.status["phase"] == "Pending" and plan.status["failedAttempts"] == 1 and not plan.create
     assert condition(plan.status, "Degraded")["reason"] == "SpecChanged"
+
+
+# ------------------------------------------------------------------ transport security
+
+
+def test_a_partial_set_of_tls_secrets_is_issued_again_whole_before_any_pod():
+    """The operator stopped after creating agent 0's Secret: the CA that signed it is gone, so the
+    next pass deletes it and a later one issues all three from one new CA, then the pods."""
+    job, _ = started()
+    partial = without(shared(job), "Secret") | {("Secret", "wordcount-agent-0-tls"): shared(job)[("Secret", "wordcount-agent-0-tls")]}
+    _, plan = step(job, [], children=partial)
+    assert plan.delete_children == [("Secret", "wordcount-agent-0-tls")] and not plan.create and plan.requeue_after == 1.0
+    _, plan = step(job, [], children=without(shared(job), "Secret"))
+    assert created(plan) == ["Secret", "Secret", "Secret", "Pod", "Pod", "Pod"]
+
+
+def test_tls_secrets_lost_under_the_pods_fail_the_attempt():
+    job, _ = started()
+    _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1)], children=without(shared(job), "Secret"))
+    assert plan.status["phase"] == "Pending" and plan.status["failedAttempts"] == 1 and not plan.create
+    assert condition(plan.status, "Degraded")["reason"] == "TLSSecretsLost"
+    # with every pod there, nothing needs them any more: nothing happens
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)], children=without(shared(job), "Secret"))
+    assert plan.status["phase"] == "Running" and not plan.create and not plan.delete_children
+
+
+def test_plaintext_is_warned_about_once_per_attempt():
+    job, plan = started({"security": {"tls": "disabled"}})
+    assert created(plan) == ["ConfigMap", "Service", "NetworkPolicy", "Pod", "Pod", "Pod"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "TLSDisabled"), ("Normal", "Starting")]
+    assert plan.events[0].message.startswith("attempt 1: spec.security.tls is disabled") and "insecure" in plan.events[0].message
+    job, plan = step(job, [pod(job, i, 1) for i in range(3)])
+    assert [e.reason for e in plan.events] == ["Running"]
+
+
+def test_children_the_spec_no_longer_wants_go_before_the_next_attempt():
+    job = running(started()[0])
+    old_children = shared(job)
+    job["spec"]["suspend"] = True
+    job, _ = step(job, [], children=old_children)
+    job["spec"].update(suspend=False, security={"tls": "disabled", "networkPolicy": "disabled"})
+    _, plan = step(job, [], children=old_children)
+    # the agents' job file (in the plan) says plaintext now, too
+    assert plan.delete_children == [("ConfigMap", "wordcount-plan"), ("NetworkPolicy", "wordcount-agents"),
+                                    *[("Secret", f"wordcount-agent-{i}-tls") for i in range(3)]]  # fmt: skip
+    assert not plan.create
+
+
+def test_keys_exist_only_while_an_attempt_runs():
+    job = running(started()[0])
+    secrets = [("Secret", f"wordcount-agent-{i}-tls") for i in range(3)]
+    pods = [pod(job, 0, 1), pod(job, 1, 1, phase="Failed", ready=False, message="disk full"), pod(job, 2, 1)]
+    _, plan = step(job, pods)
+    assert plan.status["phase"] == "Pending" and plan.delete_children == secrets
+    finished = [pod(job, i, 1, phase="Succeeded", ready=False, message=json.dumps(agent_result(i, 1))) for i in range(3)]
+    _, plan = step(job, finished)
+    assert plan.status["phase"] == "Succeeded" and plan.delete_children == secrets and not plan.delete_pods
+    job["spec"]["suspend"] = True
+    _, plan = step(job, [pod(job, i, 1) for i in range(3)])
+    assert plan.status["phase"] == "Suspended" and plan.delete_children == secrets
+    # a Certificate's Secret goes with it
+    job, _ = started({"security": {"issuerRef": {"name": "agents-ca"}}})
+    job["spec"]["suspend"] = True
+    _, plan = step(job, [], children=certificates(job, ready=True))
+    assert plan.delete_children == [key for i in range(3) for key in (("Certificate", f"wordcount-agent-{i}-cert"), ("Secret", f"wordcount-agent-{i}-cert"))]
+
+
+def certificates(job: dict, ready: bool) -> dict:
+    built = builders.agent_tls_children({**job, "spec": crd.spec_with_defaults(job["spec"])}, job["status"]["attempt"])
+    status = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return {child_key(child): {**child, "status": status} for child in built}
+
+
+def test_with_cert_manager_the_pods_wait_for_their_certificates():
+    job, plan = started({"security": {"issuerRef": {"name": "agents-ca"}}})
+    assert created(plan) == ["ConfigMap", "Service", "NetworkPolicy", "Certificate", "Certificate", "Certificate"]
+    children = without(shared(job), "Certificate")
+    _, plan = step(job, [], children=children | certificates(job, ready=False))
+    assert not plan.create and plan.requeue_after == 1.0
+    _, plan = step(job, [], children=children | certificates(job, ready=True))
+    assert created(plan) == ["Pod", "Pod", "Pod"]
+    volume = next(v for v in plan.create[0]["spec"]["volumes"] if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == "wordcount-agent-0-cert"
 
 
 # ------------------------------------------------------------------ scheduling and startup deadline

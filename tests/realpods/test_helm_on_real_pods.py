@@ -9,8 +9,10 @@ The CRD already exists (the session fixture applies crds/sabotjob.yaml); the rel
 ownership label and annotations), so the chart's CRD template and its `crds.keep` policy are exercised.
 
 Skips naming the missing piece: helm not built (hack/ensure-helm.sh; SABOT_NO_HELM_BUILD=1 skips instead
-of building), or whatever makes the tier skip (conftest.py). The NetworkPolicy scenario skips because
-the node's CNI (bridge + host-local) does not enforce NetworkPolicies.
+of building), or whatever makes the tier skip (conftest.py). The operator pod works with the chart's
+RBAC: it issues the example job's TLS Secrets, creates its NetworkPolicy and deletes the Secrets when
+the job ends. The NetworkPolicy scenario skips because the node's CNI (bridge + host-local) does not
+enforce NetworkPolicies.
 """
 from __future__ import annotations
 
@@ -213,6 +215,11 @@ def test_example_job_is_handled_by_the_operator_pod(realpods_cluster, release, n
     assert sorted(a["index"] for a in status["agents"]) == list(range(agents))
     assert all(a["result"]["rowsIn"] > 0 and a["result"]["rowsOut"] > 0 for a in status["agents"]), status["agents"]
     assert sum(a["result"]["rowsIn"] for a in status["agents"]) == job["spec"]["pipeline"]["inputs"]["sales"]["generate"]["rows"]
+    # with the chart's RBAC: the job's NetworkPolicy was created, its TLS Secrets issued (the agents
+    # talked mutual TLS) and, the job being over, deleted
+    assert kget(cluster, "networkpolicy", f"{name}-agents", "-n", namespace)["spec"]["podSelector"]["matchLabels"]["sabot.io/job-name"] == name
+    wait_for(lambda: not kget(cluster, "secrets", "-n", namespace, "-l", f"sabot.io/job-name={name}")["items"], 30,
+             what="the finished job's TLS Secrets deleted")
     # It was the pod that did it (nothing else runs an operator in this module): its reconcile counter moved.
     after = scrape(pod["status"]["podIP"], 9090)
     ok_before = metric(before, "sabot_operator_reconciles_total", 'result="ok"')
@@ -239,8 +246,8 @@ def test_network_policies_are_enforced(realpods_cluster):
         plugins |= {p["type"] for p in json.loads(conf.read_text())["plugins"]}
     if not plugins & POLICY_CNI:
         pytest.skip(f"the node's CNI ({', '.join(sorted(plugins))}; host-local IPAM) does not enforce "
-                    "NetworkPolicy: the chart's networkPolicy scenario would pass without being tested "
-                    "(its rendering is checked by tests/chart)")
+                    "NetworkPolicy: the operator's per-job policy and the chart's networkPolicy scenario would pass "
+                    "without being tested (their manifests are checked by tests/operator and tests/chart)")
     pytest.fail("a policy-enforcing CNI is configured, but no NetworkPolicy scenario is written for it yet")
 
 

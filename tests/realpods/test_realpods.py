@@ -6,11 +6,18 @@ bridge and finish; the in-process operator reports Succeeded.
 - each example SabotJob with its output written to a hostPath volume: equal to the reference computed
   in one process with pyarrow; agent /metrics scraped by pod IP from the host (which is on the bridge);
 - an agent killed mid-job (SIGKILL to its container's process): a retried attempt succeeds with the
-  same output as the reference.
+  same output as the reference;
+- secure by default: agents in a namespace enforcing the restricted Pod Security Standard talk mutual
+  TLS (a plaintext or certificate-less client is refused, agent 0's own certificate may not ask agent
+  1 about agent 0's outputs); the per-agent TLS Secrets and the job's NetworkPolicy are owned by the
+  job, the Secrets go when the job finishes, the policy when the job is deleted. The bridge CNI here
+  does not enforce NetworkPolicy: the policy's effect is untested, its manifest is (tests/operator,
+  tests/chart).
 See conftest.py for the fixtures and what makes the tier skip.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -24,10 +31,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.flight as flight
 import pytest
 import yaml
 
 from helpers import REPO, kget, wait_for
+
+sys.path.insert(0, str(REPO / "tests" / "chart"))
+from pod_security import restricted_violations  # noqa: E402
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 AGENT_UID = 65532
@@ -290,3 +301,71 @@ def test_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, o
     events = realpods_cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
                                       "involvedObject.name=killed", "-o", "json").stdout
     assert "AttemptFailed" in events
+
+
+def owned_by_job(obj: dict, job_uid: str) -> bool:
+    return any(ref["uid"] == job_uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def test_agents_talk_mutual_tls_and_their_keys_and_policy_belong_to_the_job(realpods_cluster, operator, namespace):
+    cluster = realpods_cluster
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    job = yaml.safe_load((REPO / "examples" / "groupby-generated.yaml").read_text())
+    job["metadata"]["name"] = name = "secure"
+    pipeline = job["spec"]["pipeline"]
+    pipeline["inputs"]["sales"]["generate"]["rows"] = 6_000_000  # runs long enough to be called
+    # a group-by exchanged between the agents, ordered: one result file, written by agent 0 in its own directory
+    del pipeline["aggregate"]
+    pipeline["sql"] = ("SELECT region_id, channel, sum(amount) AS total, count(amount) AS sales FROM sales "
+                       "GROUP BY region_id, channel ORDER BY region_id, channel")  # fmt: skip
+    rewired, host_dir = on_real_pods(cluster, namespace, job)
+    checked = {}
+
+    def call_the_agents(pods):
+        if len(pods) < 2 or not all(scrape(pod, 8080) for pod in pods):
+            return False  # both agents serving
+        job_uid = kget(cluster, "sabotjob", name, "-n", namespace)["metadata"]["uid"]
+        secrets = {index: kget(cluster, "secret", f"{name}-agent-{index}-tls", "-n", namespace) for index in (0, 1)}
+        policy = kget(cluster, "networkpolicy", f"{name}-agents", "-n", namespace)
+        assert all(owned_by_job(obj, job_uid) for obj in [*secrets.values(), policy])
+        files = {index: {key: base64.b64decode(value) for key, value in secret["data"].items()} for index, secret in secrets.items()}
+        agent1 = next(pod for pod in pods if pod["metadata"]["labels"]["sabot.io/agent-index"] == "1")
+        address = f"{agent1['status']['podIP']}:8815"
+        server_name = f"agent-1.attempt-1.{name}.{namespace}.sabot.internal"
+        call = flight.FlightCallOptions(timeout=10)
+
+        def health(client):
+            return json.loads(list(client.do_action(flight.Action("health", b"{}"), options=call))[0].body.to_pybytes())
+
+        as_agent0 = flight.FlightClient(f"grpc+tls://{address}", tls_root_certs=files[0]["ca.crt"], cert_chain=files[0]["tls.crt"],
+                                        private_key=files[0]["tls.key"], override_hostname=server_name)  # fmt: skip
+        assert health(as_agent0)["agent"] == 1  # agent 0's own key is answered: the refusals below are refusals
+        with pytest.raises(flight.FlightUnavailableError):
+            health(flight.FlightClient(f"grpc+tcp://{address}"))
+        with pytest.raises(flight.FlightUnavailableError):
+            health(flight.FlightClient(f"grpc+tls://{address}", tls_root_certs=files[0]["ca.crt"], override_hostname=server_name))
+        status = {"shuffle_id": f"{name}/attempt-1/stage-0", "producer": 0, "partitions": [0], "wait": 0}
+        with pytest.raises(flight.FlightUnauthorizedError, match="answers only for its own outputs"):
+            list(as_agent0.do_action(flight.Action("stage_status", json.dumps(status).encode()), options=call))
+        assert health(as_agent0)["agent"] == 1
+        for pod in pods:
+            assert restricted_violations(pod["spec"]) == []
+        checked.update(job_uid=job_uid, secrets=sorted(secrets), files=files)
+        return True
+
+    status, _ = run_job(cluster, namespace, rewired, timeout=600, on_running=call_the_agents)
+    assert checked, "the agents were never seen serving"
+    assert status["attempt"] == 1
+    from sabot_agent.inputs import generate_table
+    from sabot_agent.jobspec import validate_job
+
+    sales = generate_table(validate_job(rewired).inputs["sales"])
+    expected = sales.group_by(["region_id", "channel"]).aggregate([("amount", "sum"), ("amount", "count")])
+    assert_equal_tables(read_output(host_dir), expected.rename_columns(["region_id", "channel", "total", "sales"]))
+    # the job is over: its keys are gone, its policy stays with it until the job is deleted
+    selector = f"sabot.io/job-name={name}"
+    wait_for(lambda: not kget(cluster, "secrets", "-n", namespace, "-l", selector)["items"], 30, what="the finished job's keys deleted")
+    assert owned_by_job(kget(cluster, "networkpolicy", f"{name}-agents", "-n", namespace), checked["job_uid"])
+    cluster.kubectl("delete", "sabotjob", name, "-n", namespace, "--timeout=60s")
+    wait_for(lambda: not kget(cluster, "networkpolicies,configmaps,services,pods", "-n", namespace, "-l", selector)["items"], 60,
+             what="the deleted job's children garbage-collected")

@@ -43,19 +43,49 @@ def stage_shuffle_id(job: str, attempt: int, stage: int | str) -> str:
     return shuffle_id(job, attempt, f"stage-{stage}")
 
 
-def finish(job: str, attempt: int, agent_index: int, agent_count: int, store: PartitionStore, client, timeout: float) -> None:
-    """Seal this agent's done marker, then keep serving until every peer is done or gone: an agent's
-    stage outputs must outlive every consumer that may still fetch them."""
-    marker = stage_shuffle_id(job, attempt, DONE_STAGE)
+def done_marker(job: str, attempt: int) -> str:
+    return stage_shuffle_id(job, attempt, DONE_STAGE)
+
+
+def seal_done(store: PartitionStore, job: str, attempt: int, agent_index: int, part: dict | None) -> None:
+    """Seal this agent's done marker: its stages are over; `part` (rows, bytes, checksum of the result
+    part it staged) travels in the seal under the agent's own index, for agent 0 to publish."""
+    marker = done_marker(job, attempt)
     store.register(marker)
-    store.seal(marker, agent_index, attempt, pa.schema([]))
+    store.seal(marker, agent_index, attempt, pa.schema([]), {agent_index: part} if part else None)
+
+
+def collect_done(client, job: str, attempt: int, agent_count: int, timeout: float) -> dict[int, dict]:
+    """Agent 0: wait for every other agent's done marker and return the result parts they staged
+    (agent -> claim; an agent that staged none is absent). An agent that stops answering fails this:
+    its part would be missing from the result."""
+    marker = done_marker(job, attempt)
+    deadline = time.monotonic() + timeout
+    parts: dict[int, dict] = {}
+    for peer in range(1, agent_count):
+        while True:
+            answer = client.stage_status(peer, marker, [peer], STATUS_POLL_SECONDS)
+            if answer.get("sealed"):
+                claim = answer["partitions"][str(peer)]
+                if claim["bytes"]:
+                    parts[peer] = claim
+                break
+            if time.monotonic() >= deadline:
+                raise ExchangeError(f"agent {peer} did not finish within {timeout:g}s")
+    return parts
+
+
+def await_done(client, job: str, attempt: int, agent_index: int, agent_count: int, timeout: float) -> None:
+    """Keep serving this agent's stage outputs until every peer is done or gone: an output must outlive
+    every consumer that may still fetch it. A peer that no longer answers has finished with them."""
+    marker = done_marker(job, attempt)
     deadline = time.monotonic() + timeout
     pending = [peer for peer in range(agent_count) if peer != agent_index]
     while pending:
         peer = pending[0]
         try:
             answer = client.stage_status(peer, marker, [], STATUS_POLL_SECONDS, attempts=1)
-        except Exception:  # noqa: BLE001 -- a peer that no longer answers has finished with our outputs
+        except Exception:  # noqa: BLE001 -- gone (exited, or failed: then its own exit code tells)
             answer = {"sealed": True}
         if answer.get("sealed"):
             pending.pop(0)

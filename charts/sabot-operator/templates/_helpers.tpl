@@ -55,14 +55,3 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
-
-{{/* Namespaces whose agent pods get a NetworkPolicy. */}}
-{{- define "sabot-operator.agentNamespaces" -}}
-{{- if .Values.watch.namespaces }}
-{{- toJson .Values.watch.namespaces }}
-{{- else if .Values.networkPolicy.agentNamespaces }}
-{{- toJson .Values.networkPolicy.agentNamespaces }}
-{{- else }}
-{{- toJson (list .Release.Namespace) }}
-{{- end }}
-{{- end }}
