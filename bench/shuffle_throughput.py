@@ -191,7 +191,8 @@ def main() -> int:
         stop_process(server, grace=2)
     with tempfile.TemporaryDirectory() as spill:
         # agent 0 (the producer) and agent 1 (the consumer) of a job, with certificates as `sabot run` issues them
-        producer_files, consumer_files = write_certificates(str(Path(spill) / "tls"), local_certificates(JOB, 0, 2))
+        files = write_certificates(str(Path(spill) / "tls"), local_certificates(JOB, 0, 2))
+        producer_files, consumer_files = files[0], files[1]
         consumer_tls = AgentTLS.load(*consumer_files[1::2])
         with Producer(Path(spill) / "a", rows=rows, batch_rows=64 * 1024, partitions=PARTITIONS, wait_sealed=True) as producer:
             large = median_seconds(lambda: agent_pull(producer.peer))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import faulthandler
 import json
 import os
 import signal
@@ -48,6 +49,9 @@ _OPTIONS = {
     "tls_cert": "this agent's certificate (PEM), issued for this job, attempt and agent index",
     "tls_key": "the private key (PEM) of --tls-cert",
     "tls_ca": "the certificate (PEM) of the authority that issued the job attempt's agent certificates",
+    "run_id": "this run of the job (its result manifest names it; a replacement agent gets the same)",
+    "replaceable": "1: a supervisor replaces failed agents, so a peer that stops answering is waited for (up to "
+    "--shuffle-timeout) instead of failing the job",
 }
 
 
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--termination-log", default=default("termination_log", DEFAULT_TERMINATION_LOG), help=helptext("termination_log"))
     parser.add_argument("--startup-timeout", type=seconds, default=default("startup_timeout", "60"), help=helptext("startup_timeout"))
     parser.add_argument("--shuffle-timeout", type=seconds, default=default("shuffle_timeout", "300"), help=helptext("shuffle_timeout"))
+    parser.add_argument("--run-id", default=default("run_id", ""), help=helptext("run_id"))
+    parser.add_argument("--replaceable", type=integer_in(0, 1), default=default("replaceable", "0"), help=helptext("replaceable"))
     for name in ("tls_cert", "tls_key", "tls_ca"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=default(name, None), help=helptext(name))
     return parser
@@ -127,6 +133,7 @@ def _termination_log_of(argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()  # a crash in native code leaves every thread's Python stack on stderr
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
@@ -214,6 +221,8 @@ def _main(args: argparse.Namespace) -> int:
         startup_timeout=args.startup_timeout,
         shuffle_timeout=args.shuffle_timeout,
         tls=tls,
+        run_id=args.run_id,
+        replaceable=bool(args.replaceable),
     )
     retain_freed_memory()
     agent = Agent(config, job)

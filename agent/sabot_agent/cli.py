@@ -4,7 +4,9 @@ plan the job first, so a bad file, column or query is one line (exit 2) before a
 
 `sabot run` starts N agent processes — the same code the pods run — on free loopback ports, shows
 their live progress, prints the first rows of the output and a metrics summary. With --json the last
-stdout line is one JSON object: {"status", "rows_in", "rows_out", "output", "seconds", "agents"}.
+stdout line is one JSON object: {"status", "rows_in", "rows_out", "output", "seconds", "agents",
+"replacements"}. A killed or hung agent is replaced (sabot_agent.supervisor) and the job goes on;
+each replacement is named on stderr and in "replacements".
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 
 from sabot_agent.jobspec import MAX_AGENTS, MAX_SLOTS, JobSpec, JobSpecError, load_job_file
 from sabot_agent.settings import ArgumentParser, UsageError, integer_in, memory_quantity
+from sabot_agent.supervisor import Outcome, supervise
 
-PROGRESS_INTERVAL_SECONDS = 0.5
-PROCESS_POLL_SECONDS = 0.05
 PREVIEW_ROWS = 10
 
 
@@ -108,22 +110,26 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
     slots = args.slots if args.slots is not None else job.slots_per_agent
     threads = args.threads or job.threads_per_agent or max(1, len(os.sched_getaffinity(0)) // agents)
     workdir = tempfile.mkdtemp(prefix=f"sabot-{job.name}-")
-    cluster = LocalCluster(args.job, agents, slots, threads, args.memory_budget, workdir)
+    recovery = job.recovery
+    cluster = LocalCluster(args.job, agents, slots, threads, args.memory_budget, workdir, run_id=uuid.uuid4().hex,
+                           replaceable=recovery.max_agent_replacements > 0)  # fmt: skip
     progress = Progress(agents, sys.stderr)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
-    failure = None
+    outcome = Outcome()
     try:
         cluster.start()
         progress.note(f"sabot: running {job.name!r} with {agents} agents x {slots} slots x {threads} threads (logs: {workdir})")
-        failure = _supervise(cluster, progress)
+        outcome = supervise(cluster, progress, recovery)
     except KeyboardInterrupt:
-        failure = "interrupted"
+        outcome.failure = "interrupted"
     finally:
         cluster.stop()
         signal.signal(signal.SIGTERM, previous_sigterm)
     seconds = time.monotonic() - started
     progress.finish()
+    failure = outcome.failure
+    replacements = [replacement.as_dict() for replacement in outcome.replacements]
     if failure is None:
         try:
             results = [agent.result() for agent in cluster.agents]
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
                 for agent in cluster.agents
             ]
             print(json.dumps({"status": "Failed", "reason": failure, "rows_in": 0, "rows_out": 0, "output": job.output.path,
-                              "seconds": round(seconds, 3), "agents": agents_json}))  # fmt: skip
+                              "seconds": round(seconds, 3), "agents": agents_json, "replacements": replacements}))  # fmt: skip
         if args.keep_workdir or failure != "interrupted":
             print(f"sabot: agent logs kept in {workdir}", file=sys.stderr)
         else:
@@ -154,6 +160,7 @@ def run(args: argparse.Namespace, job: JobSpec) -> int:
         "output": job.output.path,
         "seconds": round(seconds, 3),
         "agents": results,
+        "replacements": replacements,
     }
     _print_report(job, summary, sys.stdout if not args.json else sys.stderr)
     if args.json:
@@ -225,31 +232,6 @@ def _remove_staged_parts(job: JobSpec) -> None:
         ResultLocation(job.output, job.name, job.storage).remove_staging(attempt=0)
     except OutputError:
         pass
-
-
-def _supervise(cluster, progress: "Progress") -> str | None:
-    """Wait for every agent; on the first failure return its reason (the caller stops the rest)."""
-    next_progress = 0.0
-    last_status: list[dict | None] = [None] * len(cluster.agents)
-    while True:
-        codes = cluster.poll()
-        failed = [agent for agent, code in zip(cluster.agents, codes) if code not in (None, 0)]
-        if failed:
-            # prefer an agent killed by a signal: the others typically fail because it vanished
-            failed.sort(key=lambda agent: (agent.process.returncode >= 0, agent.index))
-            cluster.failed_index = failed[0].index
-            return failed[0].failure_reason()
-        if all(code == 0 for code in codes):
-            return None
-        now = time.monotonic()
-        if now >= next_progress:
-            for index, (agent, code) in enumerate(zip(cluster.agents, codes)):
-                status = agent.status() if code is None else None
-                if status is not None:
-                    last_status[index] = status
-            progress.update(last_status)
-            next_progress = now + PROGRESS_INTERVAL_SECONDS
-        time.sleep(PROCESS_POLL_SECONDS)  # polling interval for child exit codes
 
 
 class Progress:

@@ -3,8 +3,8 @@
 - DoGet `"<shuffle_id_hash>:<partition_id>"` streams the sealed batches of one partition (memory and
   spill files), in the order they were written.
 - DoAction `stage_status` {shuffle_id, producer, partitions, wait} answers with the producer's seal of
-  that stage output — rows, bytes and checksum of each asked partition, and the schema — as soon as it
-  is sealed, waiting at most `wait` seconds (a long poll). An agent answers only for its own outputs
+  that stage output — rows, bytes and checksum of each asked partition, the schema, and the instance
+  (the process) that sealed it — as soon as it is sealed, waiting at most `wait` seconds (a long poll). An agent answers only for its own outputs
   (producer = its index). `health` answers with the agent's phase; `stats` with the store's totals
   (no shuffle ids).
 - ListFlights lists the partitions held (the job's agents only, like everything else here).
@@ -36,6 +36,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from sabot_agent import failpoints
 from sabot_agent.engine.exchange import schema_to_text
 from sabot_agent.metrics import AgentMetrics
 from sabot_agent.security import AgentTLS
@@ -86,7 +87,7 @@ class ServedMethodsOnly(flight.ServerMiddlewareFactory):
 
 class ShuffleFlightServer(flight.FlightServerBase):
     def __init__(self, location: str, store: PartitionStore, metrics: AgentMetrics, health: Callable[[], dict], *,
-                 agent_index: int, agent_count: int, tls: AgentTLS | None):  # fmt: skip
+                 agent_index: int, agent_count: int, tls: AgentTLS | None, instance: str = ""):  # fmt: skip
         options = {}
         if tls is not None:
             options = {"tls_certificates": [flight.CertKeyPair(tls.certificate, tls.key)], "verify_client": True, "root_certificates": tls.ca}
@@ -98,6 +99,7 @@ class ShuffleFlightServer(flight.FlightServerBase):
         self._agent_index = agent_index
         self._agent_count = agent_count
         self._tls = tls
+        self._instance = instance  # named in every seal: a consumer tells a replacement's seal from the lost agent's
 
     def _serve(self, method: str, context, body: Callable):
         """Run a handler's body for an allowed caller, count it, and turn every failure into a one-line FlightError."""
@@ -133,6 +135,7 @@ class ShuffleFlightServer(flight.FlightServerBase):
             key = PartitionKey.decode(ticket.ticket)
             schema = self.store.schema(key)
             batches = list(self.store.read(key))
+            failpoints.reached(self._agent_index, "serving")
             self.metrics.shuffle("out", "do_get", sum(b.num_rows for b in batches), sum(b.nbytes for b in batches), len(batches))
             # a table stream is written by Arrow C++ without a Python call per message
             return flight.RecordBatchStream(pa.Table.from_batches(batches, schema=schema))
@@ -168,7 +171,8 @@ class ShuffleFlightServer(flight.FlightServerBase):
             return {"sealed": False}
         schema, claims = found
         empty = {"rows": 0, "bytes": 0, "checksum": 0}
-        return {"sealed": True, "schema": schema_to_text(schema), "partitions": {str(p): claims.get(p, empty) for p in partitions}}
+        return {"sealed": True, "schema": schema_to_text(schema), "instance": self._instance,
+                "partitions": {str(p): claims.get(p, empty) for p in partitions}}  # fmt: skip
 
     def list_flights(self, context, criteria):
         def listing():

@@ -183,6 +183,22 @@ STORAGE_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Agent-level recovery: a supervisor (`sabot run`, the operator) replaces an agent that was killed or
+# stopped answering with a new one of the same index and address; the others keep their work.
+MAX_AGENT_REPLACEMENTS = 100
+DEFAULT_AGENT_REPLACEMENTS = 3
+DEFAULT_HUNG_AFTER_SECONDS = 30
+RECOVERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # agents replaced in one run (attempt) before the job fails; 0: any lost agent fails it
+        "maxAgentReplacements": {"type": "integer", "minimum": 0, "maximum": MAX_AGENT_REPLACEMENTS},
+        # an agent whose health endpoint has not answered this long is declared hung and replaced
+        "hungAfterSeconds": {"type": "integer", "minimum": 2, "maximum": 3600},
+    },
+}
+
 # Fields of spec besides the pipeline that the agent and `sabot run` know. `image` and
 # `ttlSecondsAfterFinished` matter only on a cluster; they are here because the operator's CRD takes
 # their bounds from this schema.
@@ -200,6 +216,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0, "maximum": 31_536_000},
         # `tls` is read here (agents and `sabot run`); its other fields only by the operator
         "security": SECURITY_SCHEMA,
+        "recovery": RECOVERY_SCHEMA,
         "pipeline": PIPELINE_SCHEMA,
     },
 }
@@ -270,6 +287,13 @@ class StorageSpec:
     s3_endpoint: str | None = None
     s3_region: str | None = None
 
+
+@dataclass(frozen=True)
+class RecoverySpec:
+    max_agent_replacements: int = DEFAULT_AGENT_REPLACEMENTS
+    hung_after_seconds: int = DEFAULT_HUNG_AFTER_SECONDS
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -333,6 +357,7 @@ class JobSpec:
     join: JoinSpec | None = None
     sql: str | None = None
     storage: StorageSpec = StorageSpec()
+    recovery: RecoverySpec = RecoverySpec()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -498,6 +523,10 @@ def _build(doc: dict, original: dict) -> JobSpec:
         output=OutputSpec(format=pipeline["output"]["format"], path=pipeline["output"]["path"],
                           mode=pipeline["output"].get("mode", OUTPUT_MODES[0])),
         storage=storage,
+        recovery=RecoverySpec(
+            max_agent_replacements=spec.get("recovery", {}).get("maxAgentReplacements", DEFAULT_AGENT_REPLACEMENTS),
+            hung_after_seconds=spec.get("recovery", {}).get("hungAfterSeconds", DEFAULT_HUNG_AFTER_SECONDS),
+        ),
         aggregate=aggregate,
         join=join,
         sql=pipeline.get("sql"),

@@ -65,9 +65,9 @@ def local_certificates(job_name: str, attempt: int, agent_count: int) -> JobCert
     return issue_job_certificates(identities, [["localhost", LOOPBACK]] * agent_count)
 
 
-def write_certificates(directory: str, certificates: JobCertificates) -> list[list[str]]:
-    """ca.crt and agent-<i>.crt/.key in a new directory only this user can enter; returns each agent's
-    --tls-cert/--tls-key/--tls-ca arguments."""
+def write_certificates(directory: str, certificates: JobCertificates, indices: list[int] | None = None) -> dict[int, list[str]]:
+    """ca.crt and agent-<i>.crt/.key (every agent's, or those of `indices`) in a new directory only this
+    user can enter; returns each agent's --tls-cert/--tls-key/--tls-ca arguments."""
     os.mkdir(directory, 0o700)
 
     def write(name: str, data: bytes) -> str:
@@ -77,10 +77,12 @@ def write_certificates(directory: str, certificates: JobCertificates) -> list[li
         return path
 
     ca = write("ca.crt", certificates.ca)
-    return [
-        ["--tls-cert", write(f"agent-{index}.crt", pair.certificate), "--tls-key", write(f"agent-{index}.key", pair.key), "--tls-ca", ca]
-        for index, pair in enumerate(certificates.agents)
-    ]
+    chosen = range(len(certificates.agents)) if indices is None else indices
+    return {
+        index: ["--tls-cert", write(f"agent-{index}.crt", certificates.agents[index].certificate),
+                "--tls-key", write(f"agent-{index}.key", certificates.agents[index].key), "--tls-ca", ca]
+        for index in chosen
+    }  # fmt: skip
 
 
 @dataclass
@@ -145,7 +147,7 @@ def _last_line(path: str) -> str:
 class LocalCluster:
     def __init__(
         self, job_path: str, agents: int, slots: int, threads: int | None, memory_budget: str | None, workdir: str, attempt: int = 0,
-        certificates: JobCertificates | None = None,
+        certificates: JobCertificates | None = None, run_id: str = "", replaceable: bool = False,
     ):
         self.job_path = os.path.abspath(job_path)
         self.agent_count = agents
@@ -156,62 +158,91 @@ class LocalCluster:
         self.attempt = attempt
         # given: the agents use these instead of new ones (a test that keeps an agent's key to call them)
         self.certificates = certificates
+        self.run_id = run_id
+        self.replaceable = replaceable  # the supervisor replaces lost agents: they wait for lost peers
         self.tls_dir = os.path.join(workdir, TLS_DIR)
         self.agents: list[AgentProcess] = []
+        self.replaced: list[AgentProcess] = []  # agents that were replaced, oldest first
         self.failed_index: int | None = None  # set by the supervisor to the agent whose failure ended the run
+        self._env: dict[str, str] = {}
 
     def start(self) -> None:
         """Start every agent on ports the kernel picks, learn them from each agent's `listening` line,
         then hand all of them the peer list (a file renamed into place): no port is chosen here that
         another process could take before the agent binds it."""
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(sabot_agent.__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
-        peers_file = os.path.join(self.workdir, "peers")
+        self._env = dict(os.environ)
+        self._env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, self._env.get("PYTHONPATH")]))
         job = load_job_file(self.job_path)  # for spec.security; the CLI checked the file and its inputs
-        tls_arguments: list[list[str]] = [[] for _ in range(self.agent_count)]
-        if tls_enabled(job.raw["spec"]):
-            certificates = self.certificates or local_certificates(job.name, self.attempt, self.agent_count)
-            tls_arguments = write_certificates(self.tls_dir, certificates)
+        if tls_enabled(job.raw["spec"]) and self.certificates is None:
+            # kept for the run: a replacement agent gets the key of the agent it replaces
+            self.certificates = local_certificates(job.name, self.attempt, self.agent_count)
+        elif not tls_enabled(job.raw["spec"]):
+            self.certificates = None
+        tls_arguments = write_certificates(self.tls_dir, self.certificates) if self.certificates else {}
         for index in range(self.agent_count):
-            command = [
-                sys.executable, "-m", "sabot_agent",
-                "--job", self.job_path,
-                "--agent-index", str(index),
-                "--agent-count", str(self.agent_count),
-                "--bind-host", LOOPBACK,
-                "--advertise-host", LOOPBACK,
-                "--flight-port", "0",
-                "--http-port", "0",
-                "--slots", str(self.slots),
-                "--peers-file", peers_file,
-                "--attempt", str(self.attempt),
-                "--spill-dir", os.path.join(self.workdir, "spill"),
-                "--termination-log", os.path.join(self.workdir, f"agent-{index}.reason"),
-            ]  # fmt: skip
-            if self.threads is not None:
-                command += ["--threads", str(self.threads)]
-            if self.memory_budget is not None:
-                command += ["--memory-budget", self.memory_budget]
-            command += tls_arguments[index]
-            stdout_path = os.path.join(self.workdir, f"agent-{index}.out")
-            stderr_path = os.path.join(self.workdir, f"agent-{index}.err")
-            with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-                process = subprocess.Popen(
-                    command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, preexec_fn=_child_setup
-                )
-            self.agents.append(AgentProcess(index, 0, 0, process, stdout_path, stderr_path, os.path.join(self.workdir, f"agent-{index}.reason")))
-        self._learn_ports()
+            self.agents.append(self._spawn(index, 0, tls_arguments.get(index, []), f"agent-{index}"))
+        self._learn_ports(self.agents)
         self.remove_certificates()  # each agent read its key before it listened
+        peers_file = self._peers_file()
         temporary = peers_file + ".tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write("".join(f"{LOOPBACK}:{agent.flight_port}\n" for agent in self.agents))
         os.replace(temporary, peers_file)
 
-    def _learn_ports(self) -> None:
+    def replace(self, index: int) -> AgentProcess:
+        """Kill agent `index` (if it still runs) and start a new one of the same index on the same Flight
+        port, with the same key and run id: its peers, which wait for it, find it where the old one was."""
+        old = self.agents[index]
+        if old.process.poll() is None:
+            _signal_group(old.process.pid, signal.SIGKILL)
+        old.process.wait()
+        tls_arguments = write_certificates(self.tls_dir, self.certificates, [index]) if self.certificates else {}
+        try:
+            agent = self._spawn(index, old.flight_port, tls_arguments.get(index, []), f"agent-{index}.{len(self.replaced) + 1}")
+            self.replaced.append(old)
+            self.agents[index] = agent
+            self._learn_ports([agent])
+        finally:
+            self.remove_certificates()
+        return agent
+
+    def _peers_file(self) -> str:
+        return os.path.join(self.workdir, "peers")
+
+    def _spawn(self, index: int, flight_port: int, tls_arguments: list[str], log_name: str) -> AgentProcess:
+        command = [
+            sys.executable, "-m", "sabot_agent",
+            "--job", self.job_path,
+            "--agent-index", str(index),
+            "--agent-count", str(self.agent_count),
+            "--bind-host", LOOPBACK,
+            "--advertise-host", LOOPBACK,
+            "--flight-port", str(flight_port),
+            "--http-port", "0",
+            "--slots", str(self.slots),
+            "--peers-file", self._peers_file(),
+            "--attempt", str(self.attempt),
+            "--run-id", self.run_id,
+            "--replaceable", "1" if self.replaceable else "0",
+            "--spill-dir", os.path.join(self.workdir, "spill", log_name),
+            "--termination-log", os.path.join(self.workdir, f"{log_name}.reason"),
+        ]  # fmt: skip
+        if self.threads is not None:
+            command += ["--threads", str(self.threads)]
+        if self.memory_budget is not None:
+            command += ["--memory-budget", self.memory_budget]
+        command += tls_arguments
+        stdout_path = os.path.join(self.workdir, f"{log_name}.out")
+        stderr_path = os.path.join(self.workdir, f"{log_name}.err")
+        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=self._env, preexec_fn=_child_setup)
+        return AgentProcess(index, flight_port, 0, process, stdout_path, stderr_path, os.path.join(self.workdir, f"{log_name}.reason"))
+
+    def _learn_ports(self, agents: list[AgentProcess]) -> None:
         """Each agent's ports, from the JSON `listening` line it writes to stderr once its servers listen."""
         deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
-        pending = list(self.agents)
+        pending = list(agents)
         while pending:
             for agent in list(pending):
                 listening = _listening_line(agent.stderr_path)

@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from sabot_agent import failpoints
 from sabot_agent.client import ShuffleClient, location_of
-from sabot_agent.engine.exchange import ExchangeReader, await_done, collect_done, seal_done
+from sabot_agent.engine.exchange import ExchangeReader, JobAlreadyFinished, Recovery, await_done, await_peers_gone, collect_done, seal_done
 from sabot_agent.engine.stages import StageProgress, StageRunner
 from sabot_agent.flight_server import ShuffleFlightServer
 from sabot_agent.http_server import AgentHttpServer
 from sabot_agent.inputs import InputInfo
 from sabot_agent.jobspec import JobSpec
 from sabot_agent.metrics import AgentMetrics
-from sabot_agent.output import Part, ResultLocation
+from sabot_agent.output import Part, ResultLocation, part_name
 from sabot_agent.plan.job import plan_job_inputs
 from sabot_agent.plan.physical import DistributedPlan
 from sabot_agent.security import AgentTLS
@@ -48,6 +49,8 @@ class AgentConfig:
     startup_timeout: float = 60.0
     shuffle_timeout: float = 300.0
     tls: AgentTLS | None = None  # mutual TLS between the agents; None: plaintext
+    run_id: str = ""  # this run of the job; a replacement agent gets the same
+    replaceable: bool = False  # a supervisor replaces failed agents: wait for a lost peer instead of failing
 
 
 class JobFailed(RuntimeError):
@@ -76,7 +79,8 @@ class Agent:
         self._status_lock = threading.Lock()
         tls = config.tls is not None
         self.flight = ShuffleFlightServer(location_of(f"{config.bind_host}:{config.flight_port}", tls), self.store, self.metrics, self._health,
-                                          agent_index=config.agent_index, agent_count=config.agent_count, tls=config.tls)  # fmt: skip
+                                          agent_index=config.agent_index, agent_count=config.agent_count, tls=config.tls,
+                                          instance=self.instance)  # fmt: skip
         self.flight_port = self.flight.port
         self.flight.set_advertised_location(location_of(f"{config.advertise_host}:{self.flight_port}", tls))
         self._serving = False
@@ -146,55 +150,75 @@ class Agent:
         phases: dict[str, float] = {}
         started = time.monotonic()
         client = ShuffleClient(config.peers, metrics=self.metrics, call_timeout=config.shuffle_timeout, tls=config.tls)
-        result = ResultLocation(job.output, job.name, job.storage)
-        manifest = None
+        result = ResultLocation(job.output, job.name, job.storage, run=config.run_id)
+        recovery = Recovery(config.replaceable, lambda: result.published_by_this_run() is not None)
         try:
+            if recovery.replaceable and recovery.finished():
+                raise JobAlreadyFinished()  # a replacement started after the job ended
             plan, infos = self._phase(phases, "plan", plan_job_inputs, job, config.agent_count, config.slots)
             self._phase(phases, "check output", result.check)
             self._phase(phases, "connect", client.wait_ready, config.startup_timeout)
-            stages = self._stage_runner(plan, infos, client)
+            stages = self._stage_runner(plan, infos, client, recovery)
             tables = self._phase(phases, "stages", stages.run)
             output = pa.concat_tables(tables) if tables else None
             checksum = combine_checksums(self.native.batch_checksum(batch) for batch in (output.to_batches() if output is not None else []))
             writes = output is not None and (config.agent_index == 0 or not plan.result.single)
             part = self._phase(phases, "write", result.write_part, output, config.attempt, config.agent_index, self.instance, checksum) if writes else None
-            manifest = self._phase(phases, "finish", self._finish, client, result, part)
+            manifest = self._phase(phases, "finish", self._finish, client, result, part, recovery)
+        except JobAlreadyFinished:
+            return self._published_elsewhere(result.published_by_this_run(), phases, started)
         finally:
             client.close()
         rows_out = output.num_rows if output is not None else 0
+        files = [f"{job.output.path.rstrip('/')}/{part.name}"] if part is not None else []
+        return self._result(rows_out, checksum, files, manifest, phases, started)
+
+    def _published_elsewhere(self, manifest: dict, phases: dict, started: float) -> dict:
+        """This agent replaced one whose part the run had already published: report that part."""
+        name = part_name(self.config.agent_index, self.job.output.format)
+        part = next((p for p in manifest["parts"] if p["name"] == name), None)
+        files = [f"{self.job.output.path.rstrip('/')}/{name}"] if part is not None else []
+        rows, checksum = (part["rows"], part["checksum"]) if part is not None else (0, 0)
+        return self._result(rows, int(checksum), files, manifest if self.config.agent_index == 0 else None, phases, started)
+
+    def _result(self, rows_out: int, checksum: int, files: list[str], manifest: dict | None, phases: dict, started: float) -> dict:
         self._update(phase="done", rows_out=rows_out)
-        spilled = self.store.stats()["spilled_bytes"]
         status = self.snapshot()
         return {
-            "agent": config.agent_index,
+            "agent": self.config.agent_index,
             "status": "Succeeded",
+            "instance": self.instance,
             "rows_in": status["rows_in"],
             "rows_shuffled": status["rows_shuffled"],
             "rows_out": rows_out,
             "bytes_shuffled": status["bytes_fetched"],
-            "spilled_bytes": spilled,
+            "spilled_bytes": self.store.stats()["spilled_bytes"],
             "phases": {name: round(seconds, 4) for name, seconds in phases.items()},
             "stages": status["stages"],
             "seconds": round(time.monotonic() - started, 4),
-            "output_files": [f"{job.output.path.rstrip('/')}/{part.name}"] if part is not None else [],
+            "output_files": files,
             "checksum": checksum,
-            **({"output": {"uri": job.output.path, "rows": manifest["rows"], "parts": len(manifest["parts"])}} if manifest else {}),
+            **({"output": {"uri": self.job.output.path, "rows": manifest["rows"], "parts": len(manifest["parts"])}} if manifest else {}),
         }
 
-    def _finish(self, client: ShuffleClient, result: ResultLocation, part: Part | None) -> dict | None:
+    def _finish(self, client: ShuffleClient, result: ResultLocation, part: Part | None, recovery: Recovery) -> dict | None:
         """Agent 0 publishes the result once every agent staged its part (their done markers carry the
-        parts), then seals its own marker; the others seal theirs and serve until every peer is done."""
+        parts), then seals its own marker; the others seal theirs and serve until agent 0's says the job is over."""
         job, config = self.job, self.config
         claim = part.claim() if part is not None else None
+        failpoints.reached(config.agent_index, "written")
         if config.agent_index != 0:
             seal_done(self.store, job.name, config.attempt, config.agent_index, claim)
-            await_done(client, job.name, config.attempt, config.agent_index, config.agent_count, config.shuffle_timeout)
+            failpoints.reached(config.agent_index, "done")
+            await_done(client, job.name, config.attempt, config.shuffle_timeout, recovery)
             return None
         parts = {0: claim} if claim else {}
-        parts.update(collect_done(client, job.name, config.attempt, config.agent_count, config.shuffle_timeout))
+        parts.update(collect_done(client, job.name, config.attempt, config.agent_count, config.shuffle_timeout, recovery))
         staged = [Part.from_claim(index, job.output.format, c) for index, c in sorted(parts.items())]
         manifest = result.publish(config.attempt, staged)
         seal_done(self.store, job.name, config.attempt, config.agent_index, claim)
+        failpoints.reached(config.agent_index, "done")
+        await_peers_gone(client, config.agent_count, config.shuffle_timeout)
         return manifest
 
     def _phase(self, phases: dict, name: str, body, *args):
@@ -203,7 +227,7 @@ class Agent:
         started = time.monotonic()
         try:
             return body(*args)
-        except JobFailed:
+        except (JobFailed, JobAlreadyFinished):
             raise
         except Exception as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -211,7 +235,7 @@ class Agent:
         finally:
             phases[name] = phases.get(name, 0.0) + time.monotonic() - started
 
-    def _stage_runner(self, plan: DistributedPlan, infos: dict[str, InputInfo], client: ShuffleClient) -> StageRunner:
+    def _stage_runner(self, plan: DistributedPlan, infos: dict[str, InputInfo], client: ShuffleClient, recovery: Recovery) -> StageRunner:
         config = self.config
 
         def producers(stage: int) -> list[int]:
@@ -225,7 +249,7 @@ class Agent:
             return [config.agent_index] if exchange.kind == "forward" else [0]
 
         reader = ExchangeReader(self.job.name, config.attempt, config.agent_index, self.store, client, self.native.batch_checksum,
-                                producers, wanted, config.shuffle_timeout, on_fetch=self._fetched)  # fmt: skip
+                                producers, wanted, config.shuffle_timeout, on_fetch=self._fetched, recovery=recovery)  # fmt: skip
         return StageRunner(
             job=self.job, plan=plan, infos=infos, agent_index=config.agent_index, agent_count=config.agent_count, attempt=config.attempt,
             store=self.store, reader=reader, slots=self.slots, slot_count=config.slots, native=self.native, executor=self.executor,

@@ -37,7 +37,12 @@ ENV = {
     "tls_cert": "SABOT_TLS_CERT",
     "tls_key": "SABOT_TLS_KEY",
     "tls_ca": "SABOT_TLS_CA",
+    "run_id": "SABOT_RUN_ID",
+    "replaceable": "SABOT_REPLACEABLE",
 }
+
+# not a flag: the failpoints of the recovery tests (sabot_agent.failpoints)
+FAILPOINT_ENV = "SABOT_FAILPOINT"
 
 MAX_PORT = 65535
 MAX_ATTEMPT = 2**31 - 1

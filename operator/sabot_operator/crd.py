@@ -177,6 +177,18 @@ SPEC_PROPERTIES: dict[str, Any] = {
         "certificates instead of the operator's per-attempt CA) and the job's NetworkPolicy (networkPolicy, default enabled; "
         "metricsFrom: who may reach the metrics port, default anyone)",
     },
+    "storage": {
+        **jobspec.kubernetes_openapi_schema(jobspec.SPEC_SCHEMA["properties"]["storage"]),
+        "description": "how agents reach object storage: s3.endpoint, s3.region, s3.credentialsSecret (a Secret with "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+    },
+    # No defaults, as for security: the agents apply them.
+    "recovery": {
+        **jobspec.kubernetes_openapi_schema(jobspec.SPEC_SCHEMA["properties"]["recovery"]),
+        "description": f"agent-level recovery: a killed or hung agent is replaced by one of the same index, up to "
+        f"maxAgentReplacements (default {jobspec.DEFAULT_AGENT_REPLACEMENTS}) per attempt; hungAfterSeconds (default "
+        f"{jobspec.DEFAULT_HUNG_AFTER_SECONDS}): an agent whose health endpoint has not answered this long is hung",
+    },
     "suspend": {"type": "boolean", "default": False, "description": "remove the agents; resuming starts a new attempt"},
     "activeDeadlineSeconds": _integer(1, MAX_SECONDS, "fail the job when it has run this long (not counting suspended time)"),
     # No default: a startup may legitimately take long (image pulls on many nodes, nodes being added),

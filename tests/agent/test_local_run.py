@@ -185,11 +185,14 @@ def long_running_pipeline(partitions: int) -> dict:
     }  # fmt: skip
 
 
-def test_agent_killed_mid_job_fails_the_run_and_leaves_no_process(tmp_path):
+def test_agent_killed_mid_job_without_replacements_fails_the_run_and_leaves_no_process(tmp_path):
+    """recovery.maxAgentReplacements: 0 — a lost agent fails the job (tests/agent/test_recovery.py: replaced)."""
     require_native()
     pipeline = long_running_pipeline(partitions=6)
     path = tmp_path / "kill.yaml"
-    path.write_text(yaml.safe_dump(job_doc("kill-me", tmp_path / "out", pipeline)))
+    doc = job_doc("kill-me", tmp_path / "out", pipeline)
+    doc["spec"]["recovery"] = {"maxAgentReplacements": 0}
+    path.write_text(yaml.safe_dump(doc))
     run = subprocess.Popen(
         [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,

@@ -97,7 +97,7 @@ def test_certificates_name_each_agent_and_load(tmp_path):
     assert {stat.S_IMODE(os.stat(path).st_mode) for path in (tmp_path / "tls").iterdir()} == {0o600}
     authority = x509.load_pem_x509_certificate(certificates.ca)
     assert authority.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    for index, argv in enumerate(arguments):
+    for index, argv in arguments.items():
         files = dict(zip(argv[::2], argv[1::2]))
         tls = AgentTLS.load(files["--tls-cert"], files["--tls-key"], files["--tls-ca"])
         assert tls.identity == AgentIdentity("job-a", 3, index, "local")

@@ -28,6 +28,8 @@ from sabot_agent.tickets import PartitionKey, PutMetadata, shuffle_id
 
 # a long poll for a producer's seal waits at most this long per call
 STATUS_POLL_SECONDS = 2.0
+# a peer that stopped answering is asked again this often while it may be replaced
+RECOVERY_POLL_SECONDS = 0.2
 # the marker every agent seals when its stages are done (it keeps serving its outputs until all are)
 DONE_STAGE = "done"
 # batches of a partition are merged into messages of about this size before they are stored: one
@@ -55,16 +57,46 @@ def seal_done(store: PartitionStore, job: str, attempt: int, agent_index: int, p
     store.seal(marker, agent_index, attempt, pa.schema([]), {agent_index: part} if part else None)
 
 
-def collect_done(client, job: str, attempt: int, agent_count: int, timeout: float) -> dict[int, dict]:
+class JobAlreadyFinished(Exception):
+    """This run published the job's result while this agent (a replacement) was still working: nothing
+    it could compute is needed any more."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How an agent treats a peer that stops answering. `replaceable`: a supervisor (sabot run, the
+    operator) replaces a failed agent with one of the same index and address, so a peer that stops
+    answering is waited for until `timeout` instead of failing the job; `finished` tells whether this
+    run already published its result (then a replacement stops waiting: its work is not needed)."""
+
+    replaceable: bool = False
+    finished: Callable[[], bool] = lambda: False
+
+    def wait_for(self, peer: int, what: str, error: Exception, deadline: float, timeout: float) -> None:
+        """After a failed call to `peer`: pause before asking again, or raise when asking again is pointless."""
+        if not self.replaceable:
+            raise ExchangeError(f"agent {peer} stopped answering while {what}: {error}") from None
+        if self.finished():
+            raise JobAlreadyFinished()
+        if time.monotonic() >= deadline:
+            raise ExchangeError(f"agent {peer} stopped answering while {what} and was not replaced within {timeout:g}s: {error}") from None
+        time.sleep(RECOVERY_POLL_SECONDS)
+
+
+def collect_done(client, job: str, attempt: int, agent_count: int, timeout: float, recovery: Recovery) -> dict[int, dict]:
     """Agent 0: wait for every other agent's done marker and return the result parts they staged
-    (agent -> claim; an agent that staged none is absent). An agent that stops answering fails this:
-    its part would be missing from the result."""
+    (agent -> claim; an agent that staged none is absent). A peer being replaced is waited for: its
+    replacement stages its part again and seals its own marker."""
     marker = done_marker(job, attempt)
     deadline = time.monotonic() + timeout
     parts: dict[int, dict] = {}
     for peer in range(1, agent_count):
         while True:
-            answer = client.stage_status(peer, marker, [peer], STATUS_POLL_SECONDS)
+            try:
+                answer = client.stage_status(peer, marker, [peer], STATUS_POLL_SECONDS)
+            except ShuffleError as exc:
+                recovery.wait_for(peer, "agent 0 waited for it to finish", exc, deadline, timeout)
+                continue
             if answer.get("sealed"):
                 claim = answer["partitions"][str(peer)]
                 if claim["bytes"]:
@@ -75,22 +107,40 @@ def collect_done(client, job: str, attempt: int, agent_count: int, timeout: floa
     return parts
 
 
-def await_done(client, job: str, attempt: int, agent_index: int, agent_count: int, timeout: float) -> None:
-    """Keep serving this agent's stage outputs until every peer is done or gone: an output must outlive
-    every consumer that may still fetch it. A peer that no longer answers has finished with them."""
+def await_done(client, job: str, attempt: int, timeout: float, recovery: Recovery) -> None:
+    """A non-zero agent: keep serving this agent's stage outputs until agent 0's done marker, sealed
+    only after every agent sealed theirs and the result is published, says the job is over. Agent 0
+    gone: the wait ends once the result is published (it died after publishing) or, without
+    replacements, at once (agent 0 failed: its own exit code tells)."""
     marker = done_marker(job, attempt)
     deadline = time.monotonic() + timeout
-    pending = [peer for peer in range(agent_count) if peer != agent_index]
-    while pending:
-        peer = pending[0]
+    while True:
         try:
-            answer = client.stage_status(peer, marker, [], STATUS_POLL_SECONDS, attempts=1)
-        except Exception:  # noqa: BLE001 -- gone (exited, or failed: then its own exit code tells)
-            answer = {"sealed": True}
-        if answer.get("sealed"):
-            pending.pop(0)
-        elif time.monotonic() >= deadline:
-            raise ExchangeError(f"agents {pending} did not finish within {timeout:g}s")
+            if client.stage_status(0, marker, [], STATUS_POLL_SECONDS, attempts=1).get("sealed"):
+                return
+        except ShuffleError as exc:
+            if not recovery.replaceable:
+                return
+            try:
+                recovery.wait_for(0, "this agent waited for the job to end", exc, deadline, timeout)
+            except JobAlreadyFinished:
+                return
+            continue
+        if time.monotonic() >= deadline:
+            raise ExchangeError(f"agent 0 did not finish within {timeout:g}s")
+
+
+def await_peers_gone(client, agent_count: int, timeout: float) -> None:
+    """Agent 0, once its done marker is sealed: keep serving it until every peer has seen it and exited
+    (stopped answering), or until `timeout`; the result is published either way."""
+    deadline = time.monotonic() + timeout
+    for peer in range(1, agent_count):
+        while time.monotonic() < deadline:
+            try:
+                client.action(peer, "health", timeout=STATUS_POLL_SECONDS, attempts=1)
+            except ShuffleError:
+                break
+            time.sleep(RECOVERY_POLL_SECONDS)
 
 
 def schema_to_text(schema: pa.Schema) -> str:
@@ -177,14 +227,20 @@ def _batches(table: pa.Table) -> list[pa.RecordBatch]:
 class _Seal:
     schema: pa.Schema
     claims: dict[int, dict]
+    instance: str = ""  # the producer process that sealed: a replacement seals anew
 
 
 class ExchangeReader:
-    """Reads partitions of upstream stages for this agent's tasks."""
+    """Reads partitions of upstream stages for this agent's tasks.
+
+    With replaceable peers, a producer that stops answering (or answers with data that does not match
+    the seal it gave) is asked again for its seal until it answers: a replacement of the same index
+    recomputes its outputs and seals them, and the partition is fetched from it against that new seal.
+    The same producer instance answering with mismatching data is an error, never retried."""
 
     def __init__(self, job: str, attempt: int, agent_index: int, store: PartitionStore, client, checksum: Callable,
                  producers: Callable[[int], list[int]], wanted: Callable[[int], list[int]], timeout: float,
-                 on_fetch: Callable[[int, int, int, bool], None] | None = None):  # fmt: skip
+                 on_fetch: Callable[[int, int, int, bool], None] | None = None, recovery: Recovery = Recovery()):  # fmt: skip
         self.job = job
         self.attempt = attempt
         self.agent_index = agent_index
@@ -195,16 +251,18 @@ class ExchangeReader:
         self._wanted = wanted
         self.timeout = timeout
         self._on_fetch = on_fetch
+        self._recovery = recovery
         self._seals: dict[tuple[int, int], _Seal] = {}
         self._lock = threading.Lock()
 
     def shuffle(self, stage: int) -> str:
         return stage_shuffle_id(self.job, self.attempt, stage)
 
-    def _seal(self, stage: int, producer: int) -> _Seal:
+    def _seal(self, stage: int, producer: int, stale: _Seal | None = None) -> _Seal:
+        """The producer's seal of its output of a stage; with `stale`, a seal given after that one."""
         with self._lock:
             known = self._seals.get((stage, producer))
-        if known is not None:
+        if known is not None and known is not stale:
             return known
         shuffle = self.shuffle(stage)
         deadline = time.monotonic() + self.timeout
@@ -216,11 +274,12 @@ class ExchangeReader:
                 try:
                     answer = self.client.stage_status(producer, shuffle, self._wanted(stage), STATUS_POLL_SECONDS)
                 except ShuffleError as exc:
-                    raise ExchangeError(f"agent {producer} stopped answering while this agent waited for its stage {stage}: {exc}") from None
+                    self._recovery.wait_for(producer, f"this agent waited for its stage {stage}", exc, deadline, self.timeout)
+                    continue
                 seal = None
                 if answer.get("sealed"):
                     claims = {int(pid): claim for pid, claim in answer["partitions"].items()}
-                    seal = _Seal(schema_from_text(answer["schema"]), claims)
+                    seal = _Seal(schema_from_text(answer["schema"]), claims, answer.get("instance", ""))
             if seal is not None:
                 with self._lock:
                     self._seals[(stage, producer)] = seal
@@ -238,13 +297,32 @@ class ExchangeReader:
         for producer in self._producers(stage):
             seal = self._seal(stage, producer)
             schema = schema or seal.schema
-            claim = seal.claims.get(partition)
-            if not claim or claim["rows"] == 0:
-                continue
-            tables.append(self._fetch(stage, producer, partition, claim))
+            table = self._read_from(stage, producer, partition, seal)
+            if table is not None:
+                tables.append(table)
         if not tables:
             return (schema or self.schema(stage)).empty_table()
         return pa.concat_tables(tables)
+
+    def _read_from(self, stage: int, producer: int, partition: int, seal: _Seal) -> pa.Table | None:
+        """The producer's part of the partition (None: it holds no rows of it), verified against its
+        seal; fetched again from a replacement when the producer is lost on the way."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            claim = seal.claims.get(partition)
+            if not claim or claim["rows"] == 0:
+                return None
+            try:
+                return self._fetch(stage, producer, partition, claim)
+            except (ShuffleError, ExchangeError) as exc:
+                if producer == self.agent_index or not self._recovery.replaceable:
+                    raise ExchangeError(str(exc)) from None
+                fresh = self._seal(stage, producer, stale=seal)
+                if fresh.instance == seal.instance:
+                    if isinstance(exc, ExchangeError):
+                        raise  # the producer that sealed it sent other data: never retried
+                    self._recovery.wait_for(producer, f"this agent fetched its stage {stage}", exc, deadline, self.timeout)
+                seal = fresh
 
     def _fetch(self, stage: int, producer: int, partition: int, claim: dict) -> pa.Table:
         shuffle = self.shuffle(stage)

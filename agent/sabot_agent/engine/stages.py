@@ -17,6 +17,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from sabot_agent import failpoints
 from sabot_agent import inputs as I
 from sabot_agent.engine.exchange import ExchangeReader, StageOutput, stage_shuffle_id
 from sabot_agent.engine.operators import TaskInputs, execute
@@ -101,6 +102,7 @@ class StageRunner:
 
         def run_task(task: Task) -> None:
             with self.slots.acquire(f"stage-{stage.id}"):
+                failpoints.reached(self.agent_index, f"task:{stage.id}")
                 table = execute(stage.root, self._task_inputs(stage, task))
                 if output is not None:
                     output.write(table)
@@ -113,6 +115,7 @@ class StageRunner:
             future.result()
         if output is not None:
             output.seal(results[0].schema if results else pa.schema([]))
+            failpoints.reached(self.agent_index, f"sealed:{stage.id}")
         self._update(stage.id, state="done", seconds=time.monotonic() - started)
         return results
 
