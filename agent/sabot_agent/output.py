@@ -209,16 +209,21 @@ class ResultLocation:
         self.remove_staging(attempt)
 
     def remove_staging(self, attempt: int | None = None) -> None:
-        """Remove the job's staging directories (one attempt's, or all of them); best effort, since
-        staging is hidden from readers anyway."""
-        target = f"{self.base}/{STAGING}/{self.job}" + (f"/attempt-{attempt}" if attempt is not None else "")
-        for directory in (target, f"{self.base}/{STAGING}/{self.job}", f"{self.base}/{STAGING}"):
+        """Remove the job's staging directories (one attempt's, or all of them), then the parents left
+        without files; best effort, since staging is hidden from readers anyway. A directory counts as
+        empty when a recursive listing finds no file: object stores (SeaweedFS) keep listing emptied
+        folders."""
+        job_staging, staging = f"{self.base}/{STAGING}/{self.job}", f"{self.base}/{STAGING}"
+        target = job_staging + (f"/attempt-{attempt}" if attempt is not None else "")
+        for directory in dict.fromkeys((target, job_staging, staging)):
             try:
-                info = self.filesystem.get_file_info(directory)
-                if info.type != pafs.FileType.Directory:
+                if self.filesystem.get_file_info(directory).type != pafs.FileType.Directory:
                     continue
-                if directory == target or not self.filesystem.get_file_info(pafs.FileSelector(directory)):
+                selector = pafs.FileSelector(directory, recursive=True)
+                if directory == target or not any(i.type == pafs.FileType.File for i in self.filesystem.get_file_info(selector)):
                     self.filesystem.delete_dir(directory)
+            except FileNotFoundError:
+                continue
             except OSError:
                 return
 

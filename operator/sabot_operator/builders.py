@@ -43,7 +43,12 @@ TLS_FILE_MODE = 0o440
 CERT_MANAGER_API_VERSION = "cert-manager.io/v1"
 # Agents run as an unprivileged numeric user so runAsNonRoot holds for any image.
 AGENT_UID = 65532
+# The keys of `spec.storage.s3.credentialsSecret`, passed to the agents as these variables (the AWS
+# SDK inside pyarrow reads them); the manifest names the Secret, never holds a value.
+S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 READINESS_PATH = "/readyz"
+LIVENESS_PATH = "/healthz"
+LIVENESS_PERIOD_SECONDS = 5
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -320,8 +325,9 @@ def agent_tls_children(job: dict[str, Any], attempt: int) -> list[dict[str, Any]
     return [build(job, index, attempt) for index in range(spec["agents"])]
 
 
-def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, str]]:
-    """The settings of `sabot-agent` (agent/sabot_agent/agent.py reads each flag from these variables)."""
+def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, Any]]:
+    """The settings of `sabot-agent` (agent/sabot_agent/agent.py reads each flag from these variables),
+    then the object storage credentials (`s3_credentials_env`)."""
     from sabot_agent.settings import ENV
 
     name, spec = job["metadata"]["name"], job["spec"]
@@ -340,11 +346,33 @@ def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, s
         "peers": ",".join(peers(job)),
         "attempt": attempt,
     }
+    if job["metadata"].get("uid"):
+        values["run_id"] = job["metadata"]["uid"]  # one SabotJob is one run: every attempt's manifest names it
     if "memoryBudget" in spec:
         values["memory_budget"] = spec["memoryBudget"]
     if security.tls_enabled(spec):
         values.update({setting: f"{TLS_DIR}/{file}" for setting, file in TLS_FILES.items()})
-    return [{"name": ENV[key], "value": str(value)} for key, value in values.items()]
+    return [{"name": ENV[key], "value": str(value)} for key, value in values.items()] + s3_credentials_env(spec)
+
+
+def liveness_probe(spec: dict[str, Any]) -> dict[str, Any]:
+    """A hung agent (stopped, deadlocked, cut off) is killed by the kubelet once its /healthz has not
+    answered for spec.recovery.hungAfterSeconds; with restartPolicy Never its pod fails, and the
+    attempt with it (retried as retry.limit allows)."""
+    hung_after = (spec.get("recovery") or {}).get("hungAfterSeconds", jobspec.DEFAULT_HUNG_AFTER_SECONDS)
+    return {"httpGet": {"path": LIVENESS_PATH, "port": "http"}, "periodSeconds": LIVENESS_PERIOD_SECONDS, "timeoutSeconds": 2,
+            "failureThreshold": max(1, hung_after // LIVENESS_PERIOD_SECONDS)}  # fmt: skip
+
+
+def s3_credentials_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from `spec.storage.s3.credentialsSecret`, by
+    reference (`secretKeyRef`); none without it. Not optional: without the Secret (or one of its keys)
+    the kubelet does not start the agent (CreateContainerConfigError) instead of the agent failing on
+    its first request. The endpoint and region reach the agents in the job file."""
+    secret = ((spec.get("storage") or {}).get("s3") or {}).get("credentialsSecret")
+    if not secret:
+        return []
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in S3_CREDENTIAL_KEYS]
 
 
 def _spill_volume(spec: dict[str, Any]) -> dict[str, Any]:
@@ -373,6 +401,7 @@ def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
             {"name": "http", "containerPort": http_port, "protocol": "TCP"},
         ],
         "readinessProbe": {"httpGet": {"path": READINESS_PATH, "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": liveness_probe(spec),
         "resources": copy.deepcopy(spec.get("resources", {})),
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -243,7 +243,26 @@ def test_helm_test_hook_runs_a_valid_sabotjob_with_least_privilege(helm):
     (config_map,) = [doc for doc in hooks if doc["kind"] == "ConfigMap"]
     job = yaml.safe_load(config_map["data"]["sabotjob.yaml"])
     compile(config_map["data"]["run_smoke_test.py"], "run_smoke_test.py", "exec")
-    assert validate_job(job).agents == 2
+    # one agent, writing into its own pod: a result of several agents needs a location they all share
+    parsed = validate_job(job)
+    assert (parsed.agents, parsed.output.path, "storage" in job["spec"]) == (1, f"/tmp/{job['metadata']['name']}/out/", False)
+
+
+def test_helm_test_job_on_shared_storage_runs_two_agents_and_overwrites_its_own_result(helm):
+    manifests = render(helm, CHART / "ci" / "monitoring-networkpolicy-values.yaml")
+    (config_map,) = [doc for doc in manifests if doc["kind"] == "ConfigMap" and "sabotjob.yaml" in doc["data"]]
+    job = yaml.safe_load(config_map["data"]["sabotjob.yaml"])
+    parsed = validate_job(job)
+    assert (parsed.agents, parsed.output.path, parsed.output.mode) == (2, "s3://sabot-smoke/helm-test/", "overwrite")
+    assert job["spec"]["storage"] == {"s3": {"endpoint": "http://minio.storage.svc:9000", "region": "us-east-1",
+                                             "credentialsSecret": "sabot-smoke-s3"}}
+    assert (parsed.storage.s3_endpoint, parsed.storage.s3_region) == ("http://minio.storage.svc:9000", "us-east-1")
+
+
+def test_values_schema_of_the_smoke_jobs_storage_is_the_jobs():
+    from sabot_agent.jobspec import STORAGE_SCHEMA
+
+    assert VALUES_SCHEMA["properties"]["test"]["properties"]["storage"] == STORAGE_SCHEMA
 
 
 def test_helm_test_job_name_fits_agent_pod_names_with_a_long_release_name(helm):

@@ -8,6 +8,14 @@ The suite runs only when told which cluster to use, and skips naming what is mis
 Optional: SABOT_E2E_NAMESPACE runs the jobs in that existing namespace (for an operator installed
 in namespaced mode) instead of a fresh namespace per test; SABOT_E2E_TIMEOUT (seconds, default 600)
 bounds the wait for each job.
+
+Shared output: a job of several agents commits its result through a location every agent reaches
+(agent 0 moves every agent's staged part into place), so the examples (2 agents each) need object
+storage and skip without it. SABOT_E2E_OUTPUT=s3://bucket/prefix/ gives it (each job writes under
+<prefix>/<namespace>/<job>/), with SABOT_E2E_S3_ENDPOINT (e.g. http://minio.storage:9000, as the pods
+reach it; also used to read the result back) and SABOT_E2E_S3_REGION when not AWS's defaults, and
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: the suite puts them into a Secret `sabot-e2e-s3` in each
+namespace, which the jobs' spec.storage.s3.credentialsSecret names.
 """
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ import pytest
 from kubernetes import client, config
 
 CRD_NAME = "sabotjobs.sabot.io"
+S3_SECRET = "sabot-e2e-s3"
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 @dataclass
@@ -73,3 +83,61 @@ def namespace(e2e_cluster):
         yield name
     finally:
         e2e_cluster.core.delete_namespace(name, propagation_policy="Background")
+
+
+@dataclass
+class SharedOutput:
+    """Object storage every agent reaches (SABOT_E2E_OUTPUT and friends, see the module docstring)."""
+
+    base: str  # s3://bucket/prefix
+    endpoint: str | None
+    region: str | None
+    keys: dict[str, str]
+
+    def storage(self) -> dict:
+        s3 = {"credentialsSecret": S3_SECRET}
+        if self.endpoint:
+            s3["endpoint"] = self.endpoint
+        if self.region:
+            s3["region"] = self.region
+        return {"s3": s3}
+
+    def path_for(self, namespace: str, job_name: str) -> str:
+        return f"{self.base.rstrip('/')}/{namespace}/{job_name}/"
+
+    def grant(self, cluster: E2ECluster, namespace: str) -> None:
+        """The Secret with the keys in `namespace` (replaced when it exists)."""
+        body = client.V1Secret(metadata=client.V1ObjectMeta(name=S3_SECRET), type="Opaque", string_data=self.keys)
+        try:
+            cluster.core.create_namespaced_secret(namespace, body)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            cluster.core.replace_namespaced_secret(S3_SECRET, namespace, body)
+
+    def filesystem(self):
+        from pyarrow import fs as pafs
+
+        options = {"access_key": self.keys["AWS_ACCESS_KEY_ID"], "secret_key": self.keys["AWS_SECRET_ACCESS_KEY"],
+                   "connect_timeout": 5, "request_timeout": 30}
+        if self.endpoint:
+            scheme, _, address = self.endpoint.rstrip("/").partition("://")
+            options.update(endpoint_override=address, scheme=scheme)
+        if self.region:
+            options["region"] = self.region
+        return pafs.S3FileSystem(**options)
+
+
+@pytest.fixture(scope="session")
+def shared_output() -> SharedOutput | None:
+    base = os.environ.get("SABOT_E2E_OUTPUT")
+    if not base:
+        return None
+    if not base.startswith("s3://"):
+        pytest.fail(f"SABOT_E2E_OUTPUT must be an s3:// URI, not {base!r}")
+    missing = [key for key in S3_KEYS if not os.environ.get(key)]
+    if missing:
+        pytest.fail(f"SABOT_E2E_OUTPUT is set but {' and '.join(missing)} not: the agents need the keys")
+    return SharedOutput(base=base, endpoint=os.environ.get("SABOT_E2E_S3_ENDPOINT") or None,
+                        region=os.environ.get("SABOT_E2E_S3_REGION") or None,
+                        keys={key: os.environ[key] for key in S3_KEYS})

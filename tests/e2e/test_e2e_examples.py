@@ -1,8 +1,11 @@
-"""Each example SabotJob on a real cluster: applied with the test image, it reaches Succeeded, every
-agent reports its result in the status, and an agent's /metrics (scraped through the API server's
-pod proxy while it runs) exposes the agent metrics. See conftest.py for what the suite needs."""
+"""Each example SabotJob on a real cluster: applied with the test image and its output on the shared
+storage the suite is given (SABOT_E2E_OUTPUT), it reaches Succeeded, every agent reports its result in
+the status, the published result (its `_SUCCESS` manifest) has a part per agent and the rows the agents
+reported, and an agent's /metrics (scraped through the API server's pod proxy while it runs) exposes
+the agent metrics. See conftest.py for what the suite needs."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -41,18 +44,31 @@ def scrape_agent_metrics(cluster, namespace: str, job_name: str) -> str | None:
     return None
 
 
+def read_manifest(shared_output, path: str) -> dict:
+    """The `_SUCCESS` manifest of the result published at `path` (s3://...)."""
+    with shared_output.filesystem().open_input_stream(f"{path[len('s3://'):].rstrip('/')}/_SUCCESS") as handle:
+        return json.loads(handle.read())
+
+
 def events_of(cluster, namespace: str, name: str) -> str:
     events = cluster.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
     return "\n".join(f"  {e.type} {e.reason}: {e.message}" for e in events)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-def test_example_job_succeeds_on_the_cluster(e2e_cluster, namespace, example):
+def test_example_job_succeeds_on_the_cluster(e2e_cluster, namespace, shared_output, example):
     job = yaml.safe_load(example.read_text())
     if reads_local_files(job):
         pytest.skip(f"{example.name} reads local files that agent pods do not have")
     job["spec"]["image"] = e2e_cluster.image
     name = job["metadata"]["name"]
+    if shared_output is not None:
+        shared_output.grant(e2e_cluster, namespace)
+        job["spec"]["storage"] = shared_output.storage()
+        job["spec"]["pipeline"]["output"]["path"] = shared_output.path_for(namespace, name)
+    elif job["spec"].get("agents", 1) > 1:
+        pytest.skip(f"{example.name} runs {job['spec']['agents']} agents, whose result needs an output location they all "
+                    "share: set SABOT_E2E_OUTPUT=s3://bucket/prefix/ (see tests/e2e/conftest.py)")
     e2e_cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
 
     metrics, status = None, {}
@@ -73,5 +89,9 @@ def test_example_job_succeeds_on_the_cluster(e2e_cluster, namespace, example):
         assert agent["result"]["outputFiles"], history
     assert sum(agent["result"]["rowsIn"] for agent in agents) > 0, history
     assert sum(agent["result"]["rowsOut"] for agent in agents) > 0, history
+    if shared_output is not None:
+        manifest = read_manifest(shared_output, job["spec"]["pipeline"]["output"]["path"])
+        assert len(manifest["parts"]) == len(agents), manifest
+        assert manifest["rows"] == sum(agent["result"]["rowsOut"] for agent in agents), (manifest, history)
     assert metrics is not None, "no agent /metrics could be scraped while the job ran"
     assert "# TYPE sabot_shuffle_bytes" in metrics and f'job="{name}"' in metrics, metrics[:2000]

@@ -18,7 +18,13 @@ def defaulted(spec_patch: dict | None = None, name: str = "wordcount") -> dict:
 
 
 def env_of(pod: dict) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
+    """The container's literal variables (those given by reference: `refs_of`)."""
+    return {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"] if "value" in item}
+
+
+def refs_of(pod: dict) -> dict[str, dict]:
+    """The container's variables given by reference (`valueFrom`)."""
+    return {item["name"]: item["valueFrom"] for item in pod["spec"]["containers"][0]["env"] if "valueFrom" in item}
 
 
 def attempt_children(job: dict, attempt: int) -> list[dict]:
@@ -83,12 +89,51 @@ def test_agent_env_tells_each_agent_who_it_is():
         "SABOT_SPILL_DIR": "/var/lib/sabot/spill",
         "SABOT_PEERS": ",".join(f"wordcount-agent-{i}.wordcount-agents:8815" for i in range(3)),
         "SABOT_ATTEMPT": "3",
+        "SABOT_RUN_ID": job["metadata"]["uid"],
         "SABOT_MEMORY_BUDGET": "256Mi",
         "SABOT_TLS_CERT": "/etc/sabot-tls/tls.crt",
         "SABOT_TLS_KEY": "/etc/sabot-tls/tls.key",
         "SABOT_TLS_CA": "/etc/sabot-tls/ca.crt",
     }
     assert not {name for name in env_of(builders.agent_pod(defaulted({"security": {"tls": "disabled"}}), 1, 3)) if name.startswith("SABOT_TLS")}
+
+
+S3_STORAGE = {"storage": {"s3": {"endpoint": "http://minio.storage:9000", "region": "eu-west-1", "credentialsSecret": "results-s3"}},
+              "pipeline": {"output": {"format": "parquet", "path": "s3://results/wordcount/"}}}
+
+
+def test_s3_credentials_reach_the_agents_by_reference_to_the_secret():
+    job = defaulted(S3_STORAGE)
+    for index in range(3):
+        pod = builders.agent_pod(job, index, attempt=2)
+        env = pod["spec"]["containers"][0]["env"]
+        assert env[-2:] == [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "results-s3", "key": "AWS_ACCESS_KEY_ID"}}},
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "results-s3", "key": "AWS_SECRET_ACCESS_KEY"}}},
+        ]
+        # required references (no `optional`): without the Secret the kubelet does not start the agent
+        assert all("optional" not in ref["secretKeyRef"] for ref in refs_of(pod).values())
+        # every other variable is the usual literal, none of them about storage
+        assert len(env) == len(env_of(pod)) + 2 and not [name for name in env_of(pod) if name.startswith("AWS_")]
+        # the pod mounts no Secret for it: the kubelet resolves the references
+        assert [v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v] == [f"wordcount-agent-{index}-tls"]
+    # endpoint and region reach the agents in the job file (the plan ConfigMap), the keys never do
+    document = yaml.safe_load(builders.plan_config_map(job)["data"]["job.yaml"])
+    assert document["spec"]["storage"] == S3_STORAGE["storage"]
+    parsed = validate_job(document)
+    assert (parsed.storage.s3_endpoint, parsed.storage.s3_region) == ("http://minio.storage:9000", "eu-west-1")
+
+
+def test_no_credentials_without_a_credentials_secret():
+    for storage in (None, {"s3": {"endpoint": "http://minio.storage:9000"}}, {"s3": {"region": "eu-west-1"}}):
+        job = defaulted({"storage": storage} if storage else None)
+        pod = builders.agent_pod(job, 0, attempt=1)
+        assert refs_of(pod) == {}
+        assert not [name for name in env_of(pod) if name.startswith("AWS_")]
+    # the operator-built manifest is all there is: no value of a key anywhere in the pod
+    pod = builders.agent_pod(defaulted(S3_STORAGE), 0, attempt=1)
+    assert set(refs_of(pod)) == set(builders.S3_CREDENTIAL_KEYS)
+    assert all(set(item) == {"name", "valueFrom"} for item in pod["spec"]["containers"][0]["env"] if item["name"].startswith("AWS_"))
 
 
 def test_threads_default_to_slots():
@@ -292,3 +337,11 @@ def test_a_cert_manager_certificate_names_the_agent_first():
              "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}}  # fmt: skip
     assert builders.certificate_ready(ready) and not builders.certificate_ready(certificate)
     assert not builders.certificate_ready({**ready, "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 0}]}})
+
+
+def test_a_hung_agent_is_killed_by_its_liveness_probe_within_hung_after_seconds():
+    default = builders.agent_pod(defaulted({}), 0, attempt=1)["spec"]["containers"][0]["livenessProbe"]
+    assert default["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert default["periodSeconds"] * default["failureThreshold"] == 30  # jobspec.DEFAULT_HUNG_AFTER_SECONDS
+    quick = builders.agent_pod(defaulted({"recovery": {"hungAfterSeconds": 12}}), 0, attempt=1)["spec"]["containers"][0]["livenessProbe"]
+    assert quick["periodSeconds"] * quick["failureThreshold"] == 10  # the last multiple of the period within 12 s

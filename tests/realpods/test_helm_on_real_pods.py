@@ -1,9 +1,11 @@
 """The Helm chart on real pods (T2): `helm install` of charts/sabot-operator with the locally imported
 project image runs the operator as a pod that reaches the API server with in-cluster config (the
 `kubernetes` Service's ClusterIP, relayed by hack/realpods/apiproxy.py, see tests/README.md); `helm test`
-(the chart's smoke-test hook pod) runs a tiny SabotJob to Succeeded; an example SabotJob is handled by the
-operator pod (no in-process operator runs in this module: conftest's `operator` fixture is module-scoped
-and not used here); `helm uninstall` removes the operator pod and keeps the CRD.
+(the chart's smoke-test hook pod) runs a tiny SabotJob to Succeeded, with two agents committing the result
+to the tier's S3 server (`test.outputPath`, `test.storage` and a Secret in the release namespace); an
+example SabotJob, its output on S3 too, is handled by the operator pod (no in-process operator runs in
+this module: conftest's `operator` fixture is module-scoped and not used here); `helm uninstall` removes
+the operator pod and keeps the CRD.
 
 The CRD already exists (the session fixture applies crds/sabotjob.yaml); the release adopts it (Helm's
 ownership label and annotations), so the chart's CRD template and its `crds.keep` policy are exercised.
@@ -69,13 +71,16 @@ def released(helm: str, cluster) -> bool:
 
 
 @pytest.fixture(scope="module")
-def release(helm, realpods_cluster, tmp_path_factory):
-    """The chart installed with the T2 image; uninstalled (if a test has not) and its namespace deleted after."""
+def release(helm, realpods_cluster, pod_s3, tmp_path_factory):
+    """The chart installed with the T2 image, its smoke job's output on the tier's S3 server (the Secret
+    with the keys in the release namespace); uninstalled (if a test has not) and its namespace deleted after."""
     cluster = realpods_cluster
     repository, _, tag = cluster.image.rpartition(":")
+    smoke_output = f"s3://{pod_s3.bucket('helm-smoke')}/{FULLNAME}-test/"
     values = tmp_path_factory.mktemp("helm") / "t2-values.yaml"
     values.write_text(yaml.safe_dump({"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-                                      "test": {"timeoutSeconds": 240}}))
+                                      "test": {"timeoutSeconds": 240, "outputPath": smoke_output,
+                                               "storage": pod_s3.storage()}}))
     # Adopt the session's CRD into the release (Helm refuses to take over objects without these).
     cluster.kubectl("label", "crd", CRD, "app.kubernetes.io/managed-by=Helm", "--overwrite")
     cluster.kubectl("annotate", "crd", CRD, f"meta.helm.sh/release-name={RELEASE}",
@@ -92,8 +97,9 @@ def release(helm, realpods_cluster, tmp_path_factory):
                     f"operator logs:\n{logs.stdout}{logs.stderr}")
     elapsed = time.monotonic() - started
     log(f"helm install --wait (operator pod Ready): {elapsed:.1f}s")
+    pod_s3.grant(cluster, NAMESPACE)  # before `helm test`: the smoke job's agents need it to start
     try:
-        yield {"install": install, "install_seconds": elapsed, "values": values}
+        yield {"install": install, "install_seconds": elapsed, "values": values, "smoke_output": smoke_output}
     finally:
         if released(helm, cluster):
             run_helm(helm, cluster, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)
@@ -142,7 +148,7 @@ def _try(fn, *args):
         return None
 
 
-def test_helm_test_runs_the_smoke_job_to_succeeded(helm, realpods_cluster, release):
+def test_helm_test_runs_the_smoke_job_to_succeeded(helm, realpods_cluster, pod_s3, release):
     """`helm test` without --logs: the hook's delete policy (hook-succeeded) removes the pod as soon as it
     succeeds, so `--logs` would fail with "pods ... not found" after a passing test. The hook pod's
     SabotJob is watched here instead (a kubectl watch sees every status update, also the last one before
@@ -184,18 +190,23 @@ def test_helm_test_runs_the_smoke_job_to_succeeded(helm, realpods_cluster, relea
                      output), output
     assert seen["phases"] and seen["phases"][-1] == "Succeeded", seen
     assert seen["agents"] == [0, 1], seen
+    # both agents' parts committed to S3 by agent 0: the 1000 generated rows summed per key (10 keys)
+    manifest, table = pod_s3.read(release["smoke_output"])
+    assert [p["name"] for p in manifest["parts"]] == ["part-00000.parquet", "part-00001.parquet"], manifest
+    assert manifest["job"] == job_name and table.num_rows == 10 and sorted(table.column_names) == ["key", "total"]
     # hook-delete-policy hook-succeeded: the hook pod is gone, and the script deleted its SabotJob
     assert cluster.kubectl("get", "pod", job_name, "-n", NAMESPACE, check=False).returncode != 0
     wait_for(lambda: cluster.kubectl("get", "sabotjob", job_name, "-n", NAMESPACE, check=False).returncode != 0,
              60, what="the smoke SabotJob deleted")
 
 
-def test_example_job_is_handled_by_the_operator_pod(realpods_cluster, release, namespace):
+def test_example_job_is_handled_by_the_operator_pod(realpods_cluster, pod_s3, release, namespace):
     cluster = realpods_cluster
     job = yaml.safe_load((REPO / "examples" / "groupby-generated.yaml").read_text())
     name = job["metadata"]["name"]
     job["spec"]["image"] = cluster.image
     job["spec"]["imagePullPolicy"] = "Never"
+    job["spec"]["storage"], job["spec"]["pipeline"]["output"]["path"] = pod_s3.output_for(cluster, namespace, name)
     (pod,) = operator_pods(cluster)
     before = _try(scrape, pod["status"]["podIP"], 9090) or ""
     log_lines_before = len(cluster.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"]).stdout.splitlines())
@@ -215,6 +226,8 @@ def test_example_job_is_handled_by_the_operator_pod(realpods_cluster, release, n
     assert sorted(a["index"] for a in status["agents"]) == list(range(agents))
     assert all(a["result"]["rowsIn"] > 0 and a["result"]["rowsOut"] > 0 for a in status["agents"]), status["agents"]
     assert sum(a["result"]["rowsIn"] for a in status["agents"]) == job["spec"]["pipeline"]["inputs"]["sales"]["generate"]["rows"]
+    manifest, table = pod_s3.read(job["spec"]["pipeline"]["output"]["path"])
+    assert len(manifest["parts"]) == agents and table.num_rows == sum(a["result"]["rowsOut"] for a in status["agents"])
     # with the chart's RBAC: the job's NetworkPolicy was created, its TLS Secrets issued (the agents
     # talked mutual TLS) and, the job being over, deleted
     assert kget(cluster, "networkpolicy", f"{name}-agents", "-n", namespace)["spec"]["podSelector"]["matchLabels"]["sabot.io/job-name"] == name

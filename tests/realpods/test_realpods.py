@@ -3,8 +3,10 @@ other through the cluster DNS names the operator gives them, shuffle over Arrow 
 bridge and finish; the in-process operator reports Succeeded.
 
 - the e2e suite (tests/e2e, the one kind runs) against this cluster;
-- each example SabotJob with its output written to a hostPath volume: equal to the reference computed
-  in one process with pyarrow; agent /metrics scraped by pod IP from the host (which is on the bridge);
+- each example SabotJob with its result committed to the tier's S3 server (SeaweedFS on the bridge
+  address; the agents get its keys from a Secret through spec.storage.s3.credentialsSecret): equal to the
+  reference computed in one process with pyarrow; agent /metrics scraped by pod IP from the host (which
+  is on the bridge);
 - an agent killed mid-job (SIGKILL to its container's process): a retried attempt succeeds with the
   same output as the reference;
 - secure by default: agents in a namespace enforcing the restricted Pod Security Standard talk mutual
@@ -84,9 +86,12 @@ def output_volume(cluster, ns: str, job: dict) -> Path:
     return host_dir
 
 
-def on_real_pods(cluster, ns: str, job: dict) -> tuple[dict, Path]:
-    """The job rewired for this tier: the project image, never pulled; spill (and output) on a hostPath volume;
-    file inputs copied into every agent's directory."""
+def on_real_pods(cluster, s3, ns: str, job: dict) -> tuple[dict, str]:
+    """The job rewired for this tier: the project image, never pulled; spill on a hostPath volume (a
+    directory per agent), file inputs copied into every agent's directory (read-only, so a copy each is
+    fine); the output on S3 (a bucket of its own, `spec.storage.s3` with the Secret holding the keys),
+    since agent 0 commits the result by moving every agent's staged part into place. Returns the job and
+    its output path."""
     job = json.loads(json.dumps(job))
     spec = job["spec"]
     spec["image"] = cluster.image
@@ -101,14 +106,17 @@ def on_real_pods(cluster, ns: str, job: dict) -> tuple[dict, Path]:
                 shutil.copytree(local, host_dir / f"{job['metadata']['name']}-agent-{index}" / "data" / input_name)
             subprocess.run(["chown", "-R", f"{AGENT_UID}:{AGENT_UID}", str(host_dir)], check=True)
             source["path"] = f"{SPILL}/data/{input_name}/"
-    pipeline["output"] = {**pipeline.get("output", {"format": "parquet"}), "path": f"{SPILL}/out/"}
-    return job, host_dir
+    spec["storage"], path = s3.output_for(cluster, ns, job["metadata"]["name"])
+    pipeline["output"] = {**pipeline.get("output", {"format": "parquet"}), "path": path}
+    return job, path
 
 
-def read_output(host_dir: Path) -> pa.Table:
-    files = sorted(str(p) for p in host_dir.glob("*-agent-*/out/part-*"))
-    assert files, f"no output files under {host_dir}"
-    return ds.dataset(files, format="parquet").to_table()
+def read_output(s3, path: str, agents: int | None = None) -> pa.Table:
+    """The result published at `path`; with `agents`, also that its manifest lists a part per agent."""
+    manifest, table = s3.read(path)
+    if agents is not None:
+        assert [p["name"] for p in manifest["parts"]] == [f"part-{i:05d}.parquet" for i in range(agents)], manifest
+    return table
 
 
 def reference(job: dict, inputs_dir: Path | None = None) -> pa.Table:
@@ -232,10 +240,14 @@ def test_node_is_real_and_pods_reach_each_other(realpods_cluster):
     assert info["containerRuntimeVersion"].startswith("containerd://") and info["kubeletVersion"].startswith("v1.")
 
 
-def test_e2e_suite_on_real_pods(realpods_cluster, operator):
-    """tests/e2e (the suite kind runs) against this cluster, in a child pytest; the operator is ours."""
-    env = {**os.environ, "SABOT_E2E_KUBECONFIG": str(realpods_cluster.kubeconfig),
-           "SABOT_E2E_IMAGE": realpods_cluster.image, "SABOT_E2E_TIMEOUT": "300"}
+def test_e2e_suite_on_real_pods(realpods_cluster, operator, pod_s3):
+    """tests/e2e (the suite kind runs) against this cluster, in a child pytest; the operator is ours; the
+    results go to a bucket of the tier's S3 server (the suite creates the Secret in each namespace)."""
+    bucket = pod_s3.bucket("e2e")
+    env = {**os.environ, **pod_s3.server.env(), "SABOT_E2E_KUBECONFIG": str(realpods_cluster.kubeconfig),
+           "SABOT_E2E_IMAGE": realpods_cluster.image, "SABOT_E2E_TIMEOUT": "300",
+           "SABOT_E2E_OUTPUT": f"s3://{bucket}/", "SABOT_E2E_S3_ENDPOINT": pod_s3.server.url,
+           "SABOT_E2E_S3_REGION": pod_s3.server.region}
     env.pop("SABOT_E2E_NAMESPACE", None)
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "tests/e2e"],
@@ -244,23 +256,26 @@ def test_e2e_suite_on_real_pods(realpods_cluster, operator):
           file=sys.stderr)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout, proc.stdout[-3000:]
+    # every example on generated data ran (only the one reading local files skips), on shared storage
+    skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("reads local files" in line for line in skipped), skipped
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_output_equals_reference(realpods_cluster, operator, namespace, example):
+def test_example_output_equals_reference(realpods_cluster, operator, pod_s3, namespace, example):
     job = yaml.safe_load(example.read_text())
     for source in job["spec"]["pipeline"]["inputs"].values():
         if "path" in source and not (REPO / source["path"]).is_dir():
             # The Parquet example's input is made by its script (deterministic, gitignored).
             subprocess.run([sys.executable, str(REPO / "examples" / "make_sales_parquet.py")], check=True, timeout=300)
-    rewired, host_dir = on_real_pods(realpods_cluster, namespace, job)
+    rewired, output = on_real_pods(realpods_cluster, pod_s3, namespace, job)
     started = time.monotonic()
     status, metrics = run_job(realpods_cluster, namespace, rewired)
     elapsed = time.monotonic() - started
     agents = job["spec"].get("agents", 1)
     assert sorted(a["index"] for a in status["agents"]) == list(range(agents))
     assert status["attempt"] == 1
-    actual = read_output(host_dir)
+    actual = read_output(pod_s3, output, agents)
     assert_equal_tables(actual, reference(job))
     assert sum(a["result"]["rowsOut"] for a in status["agents"]) == actual.num_rows
     assert metrics and "# TYPE sabot_shuffle_bytes" in metrics and f'job="{job["metadata"]["name"]}"' in metrics, \
@@ -268,12 +283,12 @@ def test_example_output_equals_reference(realpods_cluster, operator, namespace, 
     print(f"\n[realpods] {example.stem}: Succeeded in {elapsed:.1f}s on {agents} real pods", file=sys.stderr)
 
 
-def test_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, operator, namespace):
+def test_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, operator, pod_s3, namespace):
     job = yaml.safe_load((REPO / "examples" / "join-generated.yaml").read_text())
     job["metadata"]["name"] = "killed"
     job["spec"]["pipeline"]["inputs"]["sales"]["generate"]["rows"] = 3_000_000
     job["spec"]["retry"] = {"limit": 2, "backoffSeconds": 1}
-    rewired, host_dir = on_real_pods(realpods_cluster, namespace, job)
+    rewired, output = on_real_pods(realpods_cluster, pod_s3, namespace, job)
     killed = {}
 
     def kill_agent_1(pods):
@@ -297,7 +312,7 @@ def test_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, o
     status, _ = run_job(realpods_cluster, namespace, rewired, timeout=600, on_running=kill_agent_1)
     assert killed, "agent 1 was never seen running"
     assert status["attempt"] == 2 and status["failedAttempts"] == 1, yaml.safe_dump(status)
-    assert_equal_tables(read_output(host_dir), reference(job))
+    assert_equal_tables(read_output(pod_s3, output, 2), reference(job))
     events = realpods_cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
                                       "involvedObject.name=killed", "-o", "json").stdout
     assert "AttemptFailed" in events
@@ -307,18 +322,18 @@ def owned_by_job(obj: dict, job_uid: str) -> bool:
     return any(ref["uid"] == job_uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-def test_agents_talk_mutual_tls_and_their_keys_and_policy_belong_to_the_job(realpods_cluster, operator, namespace):
+def test_agents_talk_mutual_tls_and_their_keys_and_policy_belong_to_the_job(realpods_cluster, operator, pod_s3, namespace):
     cluster = realpods_cluster
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     job = yaml.safe_load((REPO / "examples" / "groupby-generated.yaml").read_text())
     job["metadata"]["name"] = name = "secure"
     pipeline = job["spec"]["pipeline"]
     pipeline["inputs"]["sales"]["generate"]["rows"] = 6_000_000  # runs long enough to be called
-    # a group-by exchanged between the agents, ordered: one result file, written by agent 0 in its own directory
+    # a group-by exchanged between the agents, ordered: one result file, written by agent 0
     del pipeline["aggregate"]
     pipeline["sql"] = ("SELECT region_id, channel, sum(amount) AS total, count(amount) AS sales FROM sales "
                        "GROUP BY region_id, channel ORDER BY region_id, channel")  # fmt: skip
-    rewired, host_dir = on_real_pods(cluster, namespace, job)
+    rewired, output = on_real_pods(cluster, pod_s3, namespace, job)
     checked = {}
 
     def call_the_agents(pods):
@@ -361,7 +376,7 @@ def test_agents_talk_mutual_tls_and_their_keys_and_policy_belong_to_the_job(real
 
     sales = generate_table(validate_job(rewired).inputs["sales"])
     expected = sales.group_by(["region_id", "channel"]).aggregate([("amount", "sum"), ("amount", "count")])
-    assert_equal_tables(read_output(host_dir), expected.rename_columns(["region_id", "channel", "total", "sales"]))
+    assert_equal_tables(read_output(pod_s3, output), expected.rename_columns(["region_id", "channel", "total", "sales"]))
     # the job is over: its keys are gone, its policy stays with it until the job is deleted
     selector = f"sabot.io/job-name={name}"
     wait_for(lambda: not kget(cluster, "secrets", "-n", namespace, "-l", selector)["items"], 30, what="the finished job's keys deleted")
