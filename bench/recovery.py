@@ -26,7 +26,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from benchlib import report  # noqa: E402
+from engine_support import job_document  # noqa: E402
 
 from sabot_agent.failpoints import FAILPOINT_ENV  # noqa: E402
 
@@ -35,26 +37,14 @@ QUERY = "SELECT d.grp, count(*) AS n, sum(f.amount) AS total FROM facts f JOIN d
 
 def job_file(directory: Path, rows: int, replacements: int) -> Path:
     dims = max(rows // 10, 1)
-    doc = {
-        "apiVersion": "sabot.io/v1alpha1",
-        "kind": "SabotJob",
-        "metadata": {"name": "recovery-bench"},
-        "spec": {
-            "agents": 3,
-            "slotsPerAgent": 1,
-            "recovery": {"maxAgentReplacements": replacements},
-            "pipeline": {
-                "inputs": {
-                    "facts": {"generate": {"rows": rows, "seed": 1, "columns": {"key": {"type": "int64", "distinct": dims},
-                                                                               "amount": {"type": "float64"}}}},
-                    "dims": {"generate": {"rows": dims, "seed": 2, "columns": {"key": {"type": "int64", "distinct": dims},
-                                                                              "grp": {"type": "int64", "distinct": 100}}}},
-                },  # fmt: skip
-                "sql": QUERY,
-                "output": {"format": "parquet", "path": str(directory / "out"), "mode": "overwrite"},
-            },
-        },
-    }
+    inputs = {
+        "facts": {"generate": {"rows": rows, "seed": 1, "columns": {"key": {"type": "int64", "distinct": dims}, "amount": {"type": "float64"}}}},
+        "dims": {"generate": {"rows": dims, "seed": 2, "columns": {"key": {"type": "int64", "distinct": dims},
+                                                                  "grp": {"type": "int64", "distinct": 100}}}},
+    }  # fmt: skip
+    doc = job_document("recovery-bench", inputs, directory / "out", agents=3, sql=QUERY)
+    doc["spec"]["recovery"] = {"maxAgentReplacements": replacements}
+    doc["spec"]["pipeline"]["output"]["mode"] = "overwrite"
     path = directory / f"job-{replacements}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -512,6 +512,7 @@ def _build(doc: dict, original: dict) -> JobSpec:
             same_keys=same,
         )
     memory = spec.get("memoryBudget")
+    recovery = spec.get("recovery", {})
     return JobSpec(
         name=doc["metadata"]["name"],
         agents=spec.get("agents", 1),
@@ -524,8 +525,8 @@ def _build(doc: dict, original: dict) -> JobSpec:
                           mode=pipeline["output"].get("mode", OUTPUT_MODES[0])),
         storage=storage,
         recovery=RecoverySpec(
-            max_agent_replacements=spec.get("recovery", {}).get("maxAgentReplacements", DEFAULT_AGENT_REPLACEMENTS),
-            hung_after_seconds=spec.get("recovery", {}).get("hungAfterSeconds", DEFAULT_HUNG_AFTER_SECONDS),
+            max_agent_replacements=recovery.get("maxAgentReplacements", DEFAULT_AGENT_REPLACEMENTS),
+            hung_after_seconds=recovery.get("hungAfterSeconds", DEFAULT_HUNG_AFTER_SECONDS),
         ),
         aggregate=aggregate,
         join=join,

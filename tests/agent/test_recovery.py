@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from engine_support import assert_same_rows, duckdb_rows
+from engine_support import assert_same_rows, duckdb_rows, job_document
 from helpers import agent_processes, child_env, require_native
 from sabot_agent.failpoints import FAILPOINT_ENV, _parse
 from sabot_agent.jobspec import OutputSpec
@@ -59,22 +59,10 @@ def assert_exact(tmp_path, data) -> dict:
 
 
 def run_job(tmp_path, data, failpoints: list[str], recovery: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    doc = {
-        "apiVersion": "sabot.io/v1alpha1",
-        "kind": "SabotJob",
-        "metadata": {"name": "recover"},
-        "spec": {
-            "agents": 3,
-            "slotsPerAgent": 2,
-            "recovery": recovery or {},
-            "pipeline": {
-                "inputs": {"facts": {"format": "parquet", "path": str(data / "facts")},
-                           "dims": {"format": "parquet", "path": str(data / "dims.parquet")}},
-                "sql": QUERY,
-                "output": {"format": "parquet", "path": str(tmp_path / "out")},
-            },
-        },
-    }  # fmt: skip
+    doc = job_document("recover", {"facts": {"format": "parquet", "path": str(data / "facts")},
+                                   "dims": {"format": "parquet", "path": str(data / "dims.parquet")}},
+                       tmp_path / "out", agents=3, slots=2, sql=QUERY)  # fmt: skip
+    doc["spec"]["recovery"] = recovery or {}
     path = tmp_path / "recover.yaml"
     path.write_text(yaml.safe_dump(doc))
     markers = ";".join(f"{point}:{tmp_path / f'fired-{index}'}" for index, point in enumerate(failpoints))
