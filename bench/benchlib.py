@@ -31,8 +31,9 @@ def interleaved_median_seconds(fns, repeats=5, warmup=1):
     return [statistics.median(samples) for samples in times]
 
 
-def report(bench, case, value, unit, reference, goal, higher_is_better=True):
-    """Prints one case. ratio > 1 always means "better than the reference"."""
+def report(bench, case, value, unit, reference, goal, higher_is_better=True, **extra):
+    """Prints one case (with `extra` fields after the standard ones). ratio > 1 always means "better
+    than the reference"."""
     ratio = value / reference if higher_is_better else reference / value
     line = {
         "bench": bench,
@@ -42,6 +43,15 @@ def report(bench, case, value, unit, reference, goal, higher_is_better=True):
         "reference": round(reference, 4),
         "ratio": round(ratio, 3),
         "goal": goal,
+        **extra,
     }
     print(json.dumps(line), flush=True)
     return line
+
+
+def job_phases(summary):
+    """(job seconds excluding process start and the connect phase, slowest agent's phase seconds) of a
+    `sabot run --json` summary: each agent's clock starts once its servers are up and every peer
+    answered, so the slowest agent's time less its connect phase is the job's."""
+    slowest = max(summary["agents"], key=lambda agent: agent["seconds"] - agent["phases"]["connect"])
+    return slowest["seconds"] - slowest["phases"]["connect"], dict(slowest["phases"])

@@ -43,6 +43,8 @@ import pyarrow.dataset as ds  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import job_phases  # noqa: E402
 from sabot_agent.inputs import generate_table  # noqa: E402
 from sabot_agent.jobspec import validate_job  # noqa: E402
 
@@ -112,12 +114,6 @@ def sabot_run(path: str) -> dict:
     if completed.returncode != 0:
         raise RuntimeError(f"sabot run failed: {completed.stderr.strip().splitlines()[-1:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def job_phases(summary: dict) -> tuple[float, dict]:
-    """(job seconds excluding process start and the connect phase, slowest agent's phase seconds)."""
-    slowest = max(summary["agents"], key=lambda agent: agent["seconds"] - agent["phases"]["connect"])
-    return slowest["seconds"] - slowest["phases"]["connect"], dict(slowest["phases"])
 
 
 def duckdb_seconds(input_dir: str, output: str, repeats: int) -> tuple[float, int]:

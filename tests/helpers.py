@@ -8,7 +8,8 @@ and which one the name `conftest` means depends on the order pytest loaded them.
 - ``kget(cluster, *args)``: `kubectl get ... -o json`, parsed (cluster: anything with ``.kubectl``)
 - ``stop_process(process, grace)``: SIGTERM a process's group, SIGKILL it after ``grace`` seconds, reap it
 - ``control_plane(what, quiet, **options)``: a started T1 ControlPlane for a with-block, or a skip naming what
-  is missing; ``fresh_namespace(cluster, prefix)``: a namespace whose default ServiceAccount exists
+  is missing; ``fresh_namespace(cluster, prefix)``: a namespace whose default ServiceAccount exists;
+  ``hostpath_claim(cluster, namespace, claim, host_dir)``: a claim bound to a hostPath PersistentVolume
 - ``ensure_tool(script, env_skip)``: a tool hack/<script> builds or installs once (helm, checkov)
 - agent processes: ``child_env()``, ``require_native()``, ``process_alive(pid)``, ``agent_processes(job)``,
   ``ServingAgent`` (`sabot-agent --serve`; tests/agent's ``serve_agent`` fixture starts and stops them)
@@ -93,6 +94,27 @@ def fresh_namespace(cluster, prefix: str):
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def hostpath_claim(cluster, namespace: str, claim: str, host_dir, access_mode: str = "ReadWriteOnce") -> None:
+    """A PersistentVolumeClaim `claim` in `namespace`, bound to a hostPath PersistentVolume of the
+    existing directory `host_dir` on a one-node cluster (so any access mode holds). The volume is
+    pre-bound to the claim (claimRef, volumeName) and named after both; it outlives the claim (Retain),
+    and the directory with it."""
+    volume = f"{namespace}-{claim}"
+    docs = [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": [access_mode], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Retain",
+                  "hostPath": {"path": str(host_dir), "type": "Directory"},
+                  "claimRef": {"namespace": namespace, "name": claim}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+         "spec": {"accessModes": [access_mode], "storageClassName": "", "volumeName": volume,
+                  "resources": {"requests": {"storage": "1Gi"}}}},
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    wait_for(lambda: kget(cluster, "pvc", claim, "-n", namespace)["status"].get("phase") == "Bound", 30,
+             what=f"PVC {claim} Bound")
 
 
 def ensure_tool(script: str, env_skip: str) -> str:

@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 
-from sabot_agent.jobspec import MAX_AGENTS, MAX_SLOTS, JobSpecError, load_job_file, parse_memory
+from sabot_agent import failpoints
+from sabot_agent.jobspec import MAX_AGENT_REPLACEMENTS, MAX_AGENTS, MAX_SLOTS, JobSpecError, load_job_file, parse_memory
 from sabot_agent.security import AgentTLS, TLSConfigError, tls_enabled
-from sabot_agent.settings import ENV, MAX_ATTEMPT, MAX_PORT, ArgumentParser, UsageError, integer_in, memory_quantity, seconds
+from sabot_agent.settings import ENV, FAILPOINT_ENV, MAX_ATTEMPT, MAX_PORT, ArgumentParser, UsageError, integer_in, memory_quantity, seconds
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 USAGE_ERROR = 2  # exit code of a bad flag, variable or job file, reported before anything starts
@@ -52,6 +53,8 @@ _OPTIONS = {
     "run_id": "this run of the job (its result manifest names it; a replacement agent gets the same)",
     "replaceable": "1: a supervisor replaces failed agents, so a peer that stops answering is waited for (up to "
     "--shuffle-timeout) instead of failing the job",
+    "replacement": "how many agents of this index the run replaced before this one (0: the first); a failpoint "
+    "without a marker file fires only in the first",
 }
 
 
@@ -96,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shuffle-timeout", type=seconds, default=default("shuffle_timeout", "300"), help=helptext("shuffle_timeout"))
     parser.add_argument("--run-id", default=default("run_id", ""), help=helptext("run_id"))
     parser.add_argument("--replaceable", type=integer_in(0, 1), default=default("replaceable", "0"), help=helptext("replaceable"))
+    parser.add_argument("--replacement", type=integer_in(0, MAX_AGENT_REPLACEMENTS), default=default("replacement", "0"), help=helptext("replacement"))
     for name in ("tls_cert", "tls_key", "tls_ca"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=default(name, None), help=helptext(name))
     return parser
@@ -140,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), _termination_log_of(argv), USAGE_ERROR)
     try:
         return _main(args)
+    except Terminated:
+        # 128 + SIGTERM, as a shell reports it: a supervisor tells an agent stopped from outside (a
+        # liveness probe, a pod deleted or drained) from one that failed the job by itself
+        return _fail(f"agent {args.agent_index}: stopped by SIGTERM", args.termination_log, 128 + signal.SIGTERM)
     except KeyboardInterrupt:
         return _fail(f"agent {args.agent_index}: interrupted", args.termination_log)
 
@@ -197,6 +205,10 @@ def _main(args: argparse.Namespace) -> int:
         problems.append(f"--advertise-host {advertise_host} cannot be dialled by peers; give this agent's reachable address")
     if args.flight_port and args.flight_port == args.http_port:
         problems.append("--flight-port and --http-port must differ")
+    try:
+        failpoints.arm(os.environ.get(FAILPOINT_ENV, ""), args.replacement)
+    except ValueError as exc:
+        problems.append(str(exc))
     tls = None
     try:
         tls = _tls_settings(args, job)
@@ -244,7 +256,7 @@ def _main(args: argparse.Namespace) -> int:
             while not stop.wait(3600):
                 pass
             return 0
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             result = agent.run()
         except JobFailed as exc:
@@ -298,8 +310,12 @@ def _read_peers_file(path: str, agent_count: int, timeout: float) -> list[str]:
     return peers
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwind like an interrupt (every finally block runs), then exit 128 + SIGTERM."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
 
 
 if __name__ == "__main__":

@@ -233,6 +233,7 @@ CLUSTER_SPEC_FIELDS = frozenset(
         "hostNetwork",
         "resources",
         "spill",
+        "volumes",
         "pod",
         "retry",
         "suspend",
@@ -292,6 +293,12 @@ class StorageSpec:
 class RecoverySpec:
     max_agent_replacements: int = DEFAULT_AGENT_REPLACEMENTS
     hung_after_seconds: int = DEFAULT_HUNG_AFTER_SECONDS
+
+    @classmethod
+    def of(cls, spec: dict) -> "RecoverySpec":
+        """spec.recovery of a (validated) job spec, its defaults filled in."""
+        recovery = spec.get("recovery") or {}
+        return cls(recovery.get("maxAgentReplacements", DEFAULT_AGENT_REPLACEMENTS), recovery.get("hungAfterSeconds", DEFAULT_HUNG_AFTER_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -512,7 +519,6 @@ def _build(doc: dict, original: dict) -> JobSpec:
             same_keys=same,
         )
     memory = spec.get("memoryBudget")
-    recovery = spec.get("recovery", {})
     return JobSpec(
         name=doc["metadata"]["name"],
         agents=spec.get("agents", 1),
@@ -524,10 +530,7 @@ def _build(doc: dict, original: dict) -> JobSpec:
         output=OutputSpec(format=pipeline["output"]["format"], path=pipeline["output"]["path"],
                           mode=pipeline["output"].get("mode", OUTPUT_MODES[0])),
         storage=storage,
-        recovery=RecoverySpec(
-            max_agent_replacements=recovery.get("maxAgentReplacements", DEFAULT_AGENT_REPLACEMENTS),
-            hung_after_seconds=recovery.get("hungAfterSeconds", DEFAULT_HUNG_AFTER_SECONDS),
-        ),
+        recovery=RecoverySpec.of(spec),
         aggregate=aggregate,
         join=join,
         sql=pipeline.get("sql"),

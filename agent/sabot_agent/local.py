@@ -199,7 +199,8 @@ class LocalCluster:
         old.process.wait()
         tls_arguments = write_certificates(self.tls_dir, self.certificates, [index]) if self.certificates else {}
         try:
-            agent = self._spawn(index, old.flight_port, tls_arguments.get(index, []), f"agent-{index}.{len(self.replaced) + 1}")
+            replacement = sum(replaced.index == index for replaced in self.replaced) + 1
+            agent = self._spawn(index, old.flight_port, tls_arguments.get(index, []), f"agent-{index}.{len(self.replaced) + 1}", replacement)
             self.replaced.append(old)
             self.agents[index] = agent
             self._learn_ports([agent])
@@ -210,7 +211,7 @@ class LocalCluster:
     def _peers_file(self) -> str:
         return os.path.join(self.workdir, "peers")
 
-    def _spawn(self, index: int, flight_port: int, tls_arguments: list[str], log_name: str) -> AgentProcess:
+    def _spawn(self, index: int, flight_port: int, tls_arguments: list[str], log_name: str, replacement: int = 0) -> AgentProcess:
         command = [
             sys.executable, "-m", "sabot_agent",
             "--job", self.job_path,
@@ -225,6 +226,7 @@ class LocalCluster:
             "--attempt", str(self.attempt),
             "--run-id", self.run_id,
             "--replaceable", "1" if self.replaceable else "0",
+            "--replacement", str(replacement),
             "--spill-dir", os.path.join(self.workdir, "spill", log_name),
             "--termination-log", os.path.join(self.workdir, f"{log_name}.reason"),
         ]  # fmt: skip

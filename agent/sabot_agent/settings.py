@@ -39,6 +39,7 @@ ENV = {
     "tls_ca": "SABOT_TLS_CA",
     "run_id": "SABOT_RUN_ID",
     "replaceable": "SABOT_REPLACEABLE",
+    "replacement": "SABOT_REPLACEMENT",
 }
 
 # not a flag: the failpoints of the recovery tests (sabot_agent.failpoints)

@@ -28,14 +28,12 @@ import yaml
 from sabot_agent import jobspec, security
 
 from . import crd
+from .volumes import JOB_DIR, SPILL_DIR, TLS_DIR, TMP_DIR, pod_claims  # the agent's mounts, which spec.volumes keep clear of
 
 AGENT_CONTAINER = "agent"
 AGENT_COMMAND = ["sabot-agent"]
-JOB_DIR = "/etc/sabot"
 JOB_FILE_KEY = "job.yaml"
 PEERS_KEY = "peers"
-SPILL_DIR = "/var/lib/sabot/spill"
-TLS_DIR = "/etc/sabot-tls"
 # SABOT_TLS_* setting -> key in the agent's TLS Secret (kubernetes.io/tls plus ca.crt, as cert-manager writes)
 TLS_FILES = {"tls_cert": "tls.crt", "tls_key": "tls.key", "tls_ca": "ca.crt"}
 # Secret files are root's; the agent reads them through its group (fsGroup = AGENT_UID).
@@ -43,12 +41,11 @@ TLS_FILE_MODE = 0o440
 CERT_MANAGER_API_VERSION = "cert-manager.io/v1"
 # Agents run as an unprivileged numeric user so runAsNonRoot holds for any image.
 AGENT_UID = 65532
-# The keys of `spec.storage.s3.credentialsSecret`, passed to the agents as these variables (the AWS
-# SDK inside pyarrow reads them); the manifest names the Secret, never holds a value.
-S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
 LIVENESS_PERIOD_SECONDS = 5
+# A stopped or hung agent holds nothing worth waiting for, and its replacement waits for the name.
+TERMINATION_GRACE_SECONDS = 5
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -56,6 +53,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB = "sabot.io/job-name"
 LABEL_INDEX = "sabot.io/agent-index"
 LABEL_ATTEMPT = "sabot.io/attempt"
+# how many pods of this agent index the attempt replaced before this one (0: the first)
+LABEL_REPLACEMENT = "sabot.io/replacement"
 ANNOTATION_CONTENT_HASH = "sabot.io/content-hash"
 MANAGER = "sabot-operator"
 AGENT_APP = "sabot-agent"
@@ -325,9 +324,10 @@ def agent_tls_children(job: dict[str, Any], attempt: int) -> list[dict[str, Any]
     return [build(job, index, attempt) for index in range(spec["agents"])]
 
 
-def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, Any]]:
+def agent_env(job: dict[str, Any], index: int, attempt: int, replacement: int = 0) -> list[dict[str, Any]]:
     """The settings of `sabot-agent` (agent/sabot_agent/agent.py reads each flag from these variables),
-    then the object storage credentials (`s3_credentials_env`)."""
+    then the object storage credentials (`s3_credentials_env`), then spec.pod.env (which cannot name
+    any of them). With agent replacements allowed, agents wait for a lost peer's replacement."""
     from sabot_agent.settings import ENV
 
     name, spec = job["metadata"]["name"], job["spec"]
@@ -345,6 +345,8 @@ def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, A
         "spill_dir": SPILL_DIR,
         "peers": ",".join(peers(job)),
         "attempt": attempt,
+        "replaceable": int(jobspec.RecoverySpec.of(spec).max_agent_replacements > 0),
+        "replacement": replacement,
     }
     if job["metadata"].get("uid"):
         values["run_id"] = job["metadata"]["uid"]  # one SabotJob is one run: every attempt's manifest names it
@@ -352,14 +354,15 @@ def agent_env(job: dict[str, Any], index: int, attempt: int) -> list[dict[str, A
         values["memory_budget"] = spec["memoryBudget"]
     if security.tls_enabled(spec):
         values.update({setting: f"{TLS_DIR}/{file}" for setting, file in TLS_FILES.items()})
-    return [{"name": ENV[key], "value": str(value)} for key, value in values.items()] + s3_credentials_env(spec)
+    extra = copy.deepcopy((spec.get("pod") or {}).get("env", []))
+    return [{"name": ENV[key], "value": str(value)} for key, value in values.items()] + s3_credentials_env(spec) + extra
 
 
 def liveness_probe(spec: dict[str, Any]) -> dict[str, Any]:
     """A hung agent (stopped, deadlocked, cut off) is killed by the kubelet once its /healthz has not
     answered for spec.recovery.hungAfterSeconds; with restartPolicy Never its pod fails, and the
-    attempt with it (retried as retry.limit allows)."""
-    hung_after = (spec.get("recovery") or {}).get("hungAfterSeconds", jobspec.DEFAULT_HUNG_AFTER_SECONDS)
+    operator replaces it (status.reconcile)."""
+    hung_after = jobspec.RecoverySpec.of(spec).hung_after_seconds
     return {"httpGet": {"path": LIVENESS_PATH, "port": "http"}, "periodSeconds": LIVENESS_PERIOD_SECONDS, "timeoutSeconds": 2,
             "failureThreshold": max(1, hung_after // LIVENESS_PERIOD_SECONDS)}  # fmt: skip
 
@@ -372,7 +375,7 @@ def s3_credentials_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     secret = ((spec.get("storage") or {}).get("s3") or {}).get("credentialsSecret")
     if not secret:
         return []
-    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in S3_CREDENTIAL_KEYS]
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in crd.S3_CREDENTIAL_KEYS]
 
 
 def _spill_volume(spec: dict[str, Any]) -> dict[str, Any]:
@@ -382,7 +385,9 @@ def _spill_volume(spec: dict[str, Any]) -> dict[str, Any]:
     return {"name": "spill", "emptyDir": copy.deepcopy(spill["emptyDir"])}
 
 
-def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
+def agent_pod(job: dict[str, Any], index: int, attempt: int, replacement: int = 0) -> dict[str, Any]:
+    """Agent `index` of `attempt`; a replacement (the n-th of this index in the attempt) is the same
+    pod, name and address, but for its replacement number (label and SABOT_REPLACEMENT)."""
     name, spec = job["metadata"]["name"], job["spec"]
     overrides = spec.get("pod", {})
     pod_name = agent_pod_name(name, index)
@@ -390,12 +395,13 @@ def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
     spill_mount = {"name": "spill", "mountPath": SPILL_DIR}
     if "persistentVolumeClaim" in spec.get("spill", {}):
         spill_mount["subPath"] = pod_name  # agents share the claim, each in its own directory
+    claim_volumes, claim_mounts = pod_claims(spec)
     container = {
         "name": AGENT_CONTAINER,
         "image": spec["image"],
         "imagePullPolicy": spec["imagePullPolicy"],
         "command": AGENT_COMMAND,
-        "env": agent_env(job, index, attempt),
+        "env": agent_env(job, index, attempt, replacement),
         "ports": [
             {"name": "flight", "containerPort": flight_port, "protocol": "TCP"},
             {"name": "http", "containerPort": http_port, "protocol": "TCP"},
@@ -414,11 +420,17 @@ def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "plan", "mountPath": JOB_DIR, "readOnly": True},
             spill_mount,
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "tmp", "mountPath": TMP_DIR},
+            *claim_mounts,
         ],
     }
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",  # a failed agent fails the attempt; the operator retries the attempt
+        "restartPolicy": "Never",  # the operator decides: replace a lost agent by a new pod, or fail the attempt
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        # The pod's pause process is PID 1 (and reaps zombies), not the agent: signals reach the agent
+        # as on any machine, including the SIGKILL/SIGSTOP a failpoint sends itself, which the kernel
+        # drops for a PID 1 that has no handler.
+        "shareProcessNamespace": True,
         "hostname": pod_name,
         "subdomain": service_name(name),
         "hostNetwork": spec["hostNetwork"],
@@ -437,6 +449,7 @@ def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
             {"name": "plan", "configMap": {"name": plan_name(name)}},
             _spill_volume(spec),
             {"name": "tmp", "emptyDir": {}},
+            *claim_volumes,
         ],
     }
     if security.tls_enabled(spec):
@@ -445,7 +458,7 @@ def agent_pod(job: dict[str, Any], index: int, attempt: int) -> dict[str, Any]:
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName", "serviceAccountName"):
         if key in overrides:
             pod_spec[key] = copy.deepcopy(overrides[key])
-    labels = {**overrides.get("labels", {}), **job_labels(name), LABEL_INDEX: str(index), LABEL_ATTEMPT: str(attempt)}
+    labels = {**overrides.get("labels", {}), **job_labels(name), LABEL_INDEX: str(index), LABEL_ATTEMPT: str(attempt), LABEL_REPLACEMENT: str(replacement)}
     metadata = {"name": pod_name, "labels": labels}
     if "annotations" in overrides:
         metadata["annotations"] = dict(overrides["annotations"])

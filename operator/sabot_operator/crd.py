@@ -15,6 +15,10 @@ from sabot_agent import jobspec
 from sabot_agent.jobspec import API_VERSION, GROUP, KIND, MAX_JOB_NAME_LENGTH, VERSION  # noqa: F401 - owned by the job schema
 from sabot_agent.security import ENABLED
 
+from sabot_agent.settings import ENV
+
+from . import volumes
+
 PLURAL = "sabotjobs"
 SINGULAR = "sabotjob"
 SHORT_NAMES = ["sj"]
@@ -111,6 +115,18 @@ _TOLERATION = {
     },
 }
 
+# The keys of `spec.storage.s3.credentialsSecret`, passed to the agents as these variables (the AWS
+# SDK inside pyarrow reads them); the manifest names the Secret, never holds a value.
+S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# spec.pod.env may not set what the operator sets: the agent's settings, and the S3 keys it passes
+RESERVED_ENV = tuple(sorted(ENV.values()))
+MAX_POD_ENV = 64
+_KEY_REF = {
+    "type": "object",
+    "required": ["name", "key"],
+    "properties": {"name": _string(253, "name of the object in the job's namespace"), "key": _string(253, "key in it")},
+}
+
 SPEC_PROPERTIES: dict[str, Any] = {
     "image": _string(1024, "agent container image", default=DEFAULT_IMAGE),
     "imagePullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"], "default": "IfNotPresent"},
@@ -144,6 +160,7 @@ SPEC_PROPERTIES: dict[str, Any] = {
             },
         },
     },
+    "volumes": volumes.SCHEMA,
     "pipeline": fit_bounds(jobspec.kubernetes_openapi_schema(jobspec.PIPELINE_SCHEMA)),
     "pod": {
         "type": "object",
@@ -157,6 +174,24 @@ SPEC_PROPERTIES: dict[str, Any] = {
             "priorityClassName": _string(253, "priority class of the agent pods"),
             "schedulerName": _string(253, "scheduler of the agent pods"),
             "serviceAccountName": _string(253, "service account of the agent pods (its token is never mounted)"),
+            "env": {
+                "type": "array",
+                "maxItems": MAX_POD_ENV,
+                "description": "extra environment variables of the agent container (not the ones the operator sets)",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": _string(256, "variable name", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+                        "value": {"type": "string", "maxLength": 32768},
+                        "valueFrom": {
+                            "type": "object",
+                            "description": "exactly one of secretKeyRef or configMapKeyRef",
+                            "properties": {kind: _KEY_REF for kind in ("secretKeyRef", "configMapKeyRef")},
+                        },
+                    },
+                },
+            },
         },
     },
     "retry": {
@@ -200,6 +235,8 @@ SPEC_PROPERTIES: dict[str, Any] = {
 }
 
 _TIME = {"type": "string", "format": "date-time"}
+# status.replacements keeps the latest ones: one attempt replaces at most jobspec.MAX_AGENT_REPLACEMENTS
+MAX_RECORDED_REPLACEMENTS = jobspec.MAX_AGENT_REPLACEMENTS
 
 _COUNT = {"type": "integer", "minimum": 0}
 RESULT_SCHEMA: dict[str, Any] = {
@@ -264,7 +301,22 @@ STATUS_SCHEMA: dict[str, Any] = {
                     "phase": {"type": "string", "maxLength": 32},
                     "ready": {"type": "boolean"},
                     "message": {"type": "string", "maxLength": MAX_MESSAGE_LENGTH},
+                    "replacements": {"type": "integer", "minimum": 0, "description": "times this agent was replaced in the attempt"},
                     "result": RESULT_SCHEMA,
+                },
+            },
+        },
+        "replacements": {
+            "type": "array",
+            "maxItems": MAX_RECORDED_REPLACEMENTS,
+            "description": "the agents replaced (a new pod of the same index and name) instead of retrying their attempt; the latest last",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "attempt": {"type": "integer", "minimum": 0},
+                    "agent": {"type": "integer", "minimum": 0},
+                    "reason": {"type": "string", "maxLength": MAX_MESSAGE_LENGTH},
+                    "time": _TIME,
                 },
             },
         },
@@ -277,7 +329,7 @@ class Rule:
     """One CEL rule of the CRD and its Python twin.
 
     `path` locates the schema node the rule sits on, from the object root ("*" = every value of a
-    map); `field` is the field a violation is reported on, relative to that node. `holds` receives
+    map, "#" = every item of a list); `field` is the field a violation is reported on, relative to that node. `holds` receives
     the node with defaults applied, as CEL sees it.
     """
 
@@ -290,6 +342,10 @@ class Rule:
 
 def _unique(values: list) -> bool:
     return len(set(values)) == len(values)
+
+
+def _cel_list(values) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
 
 
 def _ports_in_range(port_field: str) -> Rule:
@@ -389,6 +445,7 @@ RULES: tuple[Rule, ...] = (
         "spill needs exactly one of emptyDir or persistentVolumeClaim",
         lambda spill: ("emptyDir" in spill) != ("persistentVolumeClaim" in spill),
     ),
+    *(Rule(("spec", "volumes"), "", cel, message, holds) for cel, message, holds in volumes.LIST_RULES),
     Rule(
         ("spec", "security"), ".issuerRef",
         f"!has(self.issuerRef) || !has(self.tls) || self.tls == '{ENABLED}'",
@@ -400,6 +457,38 @@ RULES: tuple[Rule, ...] = (
         f"!has(self.metricsFrom) || !has(self.networkPolicy) || self.networkPolicy == '{ENABLED}'",
         "metricsFrom is a rule of the job's NetworkPolicy, so it needs networkPolicy enabled",
         lambda security: "metricsFrom" not in security or security.get("networkPolicy", ENABLED) == ENABLED,
+    ),
+    Rule(
+        ("spec", "pod", "env"), "",
+        f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
+        "names the operator sets (" + ", ".join(RESERVED_ENV) + ") cannot be set in pod.env",
+        lambda env: not any(item["name"] in RESERVED_ENV for item in env),
+    ),
+    Rule(
+        ("spec",), ".pod.env",
+        "!has(self.storage) || !has(self.storage.s3) || !has(self.storage.s3.credentialsSecret) || !has(self.pod) || !has(self.pod.env) || "
+        f"self.pod.env.all(e, !(e.name in {_cel_list(S3_CREDENTIAL_KEYS)}))",
+        "with storage.s3.credentialsSecret the operator sets " + " and ".join(S3_CREDENTIAL_KEYS) + ": pod.env cannot set them too",
+        lambda spec: not ((spec.get("storage") or {}).get("s3") or {}).get("credentialsSecret")
+        or not any(item["name"] in S3_CREDENTIAL_KEYS for item in (spec.get("pod") or {}).get("env", [])),
+    ),
+    Rule(
+        ("spec", "pod", "env"), "",
+        "self.all(e, self.exists_one(x, x.name == e.name))",
+        "pod.env names must be unique",
+        lambda env: _unique([item["name"] for item in env]),
+    ),
+    Rule(
+        ("spec", "pod", "env", "#"), "",
+        "!(has(self.value) && has(self.valueFrom))",
+        "a pod.env entry takes value or valueFrom, not both",
+        lambda item: not ("value" in item and "valueFrom" in item),
+    ),
+    Rule(
+        ("spec", "pod", "env", "#", "valueFrom"), "",
+        "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+        "valueFrom needs exactly one of secretKeyRef or configMapKeyRef",
+        lambda source: ("secretKeyRef" in source) != ("configMapKeyRef" in source),
     ),
     Rule(
         ("spec", "pod", "labels"), "",
@@ -435,7 +524,7 @@ def immutable_while_active_rule() -> dict[str, str]:
 
 def _node(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     for part in path:
-        schema = schema["additionalProperties"] if part == "*" else schema["properties"][part]
+        schema = schema["additionalProperties"] if part == "*" else schema["items"] if part == "#" else schema["properties"][part]
     return schema
 
 
@@ -520,6 +609,10 @@ def nodes_at(document: Any, path: tuple[str, ...], where: str = "") -> Iterator[
         yield where, document
         return
     head, rest = path[0], path[1:]
+    if head == "#":
+        for position, item in enumerate(document if isinstance(document, list) else []):
+            yield from nodes_at(item, rest, f"{where}[{position}]")
+        return
     if not isinstance(document, dict):
         return
     children = document.items() if head == "*" else ([(head, document[head])] if head in document else [])

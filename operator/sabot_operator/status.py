@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -21,6 +22,7 @@ from typing import Any, Mapping
 import jsonschema
 
 from sabot_agent import security
+from sabot_agent.jobspec import RecoverySpec
 
 from . import builders, crd
 from .validation import spec_problems
@@ -131,11 +133,44 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return _pod_phase(pod) == RUNNING and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def termination_message(pod: dict[str, Any]) -> str | None:
+def pod_replacement(pod: dict[str, Any]) -> int:
+    return int(pod["metadata"]["labels"].get(builders.LABEL_REPLACEMENT, 0))
+
+
+def _agent_terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated and container.get("name") == builders.AGENT_CONTAINER:
-            return (terminated.get("message") or terminated.get("reason") or "").strip() or None
+            return terminated
+    return None
+
+
+def termination_message(pod: dict[str, Any]) -> str | None:
+    terminated = _agent_terminated(pod)
+    if terminated is None:
+        return None
+    return (terminated.get("message") or terminated.get("reason") or "").strip() or None
+
+
+def lost_reason(pod: dict[str, Any]) -> str | None:
+    """Why the agent of a Failed pod was lost — killed (a signal, the OOM killer, its liveness probe),
+    evicted, or its pod failed before the agent ended — or None when the agent failed by itself (an
+    exit code below 128 and its reason in the termination message: bad data, an expression error),
+    which a replacement would only repeat."""
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return f"evicted: {status.get('message') or 'no message'}"
+    terminated = _agent_terminated(pod)
+    if terminated is None:  # the pod failed without its agent running to an end (node shutdown, admission)
+        return f"its pod failed ({status.get('reason') or 'no reason'}: {status.get('message') or 'no message'})"
+    code = terminated.get("exitCode", 0)
+    if terminated.get("reason") == "OOMKilled":
+        return f"OOM-killed (exit code {code})"
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name} (exit code {code})"
+        except ValueError:
+            return f"killed by signal {code - 128} (exit code {code})"
     return None
 
 
@@ -241,7 +276,7 @@ def _release_keys(children: Children, plan: Plan) -> None:
 
 
 # Events that report what was seen rather than the step taken: they never stand in for a phase change.
-OBSERVATIONS = ("SpecChangeIgnored", "Unschedulable", "TLSDisabled")
+OBSERVATIONS = ("SpecChangeIgnored", "Unschedulable", "TLSDisabled", "AgentReplaced")
 TLS_DISABLED_MESSAGE = "spec.security.tls is disabled: the agents exchange data over plaintext Flight, which anyone who can reach their pods can read and call (insecure)"
 
 
@@ -349,20 +384,20 @@ def _start_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: Ch
     set_condition(status, "AgentsScheduled", False, "Scheduling", message, job["metadata"].get("generation", 0), now)
     if not security.tls_enabled(spec):
         plan.events.append(Event("Warning", "TLSDisabled", f"attempt {status['attempt']}: {TLS_DISABLED_MESSAGE}"))
-    _plan_children(job, children, plan, range(spec["agents"]), pods_exist=False)
+    _plan_children(job, children, plan, dict.fromkeys(range(spec["agents"]), 0), pods_exist=False)
     plan.requeue(SETTLE_SECONDS)
 
 
-def _plan_children(job: dict[str, Any], children: Children, plan: Plan, pod_indices, *, pods_exist: bool) -> str | None:
+def _plan_children(job: dict[str, Any], children: Children, plan: Plan, pods: Mapping[int, int], *, pods_exist: bool) -> str | None:
     """Plan what the current attempt still lacks, in a safe order: the shared children (ConfigMap,
     Service, NetworkPolicy) and the agents' TLS Secrets or Certificates before any pod, so no pod
     waits in ContainerCreating for its plan or keys, starts before its DNS name exists or before the
     policy that admits its peers (a pass that fails creating them ends before the pods). A child that
     is not the one this attempt needs (built for another spec or attempt, left by a deleted job of
     the same name, or no longer wanted) is deleted now and created by a later pass that finds it
-    gone, and only then the pods: a pod never mounts a stale plan or another attempt's keys. Once the
-    attempt has pods, its children are recreated when missing but never rebuilt under them (the agents
-    read the plan and their keys when they start).
+    gone, and only then the `pods` (agent index -> replacement number): a pod never mounts a stale
+    plan or another attempt's keys. Once the attempt has pods, its children are recreated when missing
+    but never rebuilt under them (the agents read the plan and their keys when they start).
 
     The operator's TLS Secrets come from one CA whose key is not kept, so they are issued together: a
     set that is only partly there (a pass stopped while creating it) is deleted and issued again,
@@ -381,7 +416,7 @@ def _plan_children(job: dict[str, Any], children: Children, plan: Plan, pod_indi
     kept_secrets = [key for key in secrets if key in children and key not in plan.delete_children]
     if not pods_exist and kept_secrets and len(kept_secrets) < len(secrets):
         plan.delete_children += kept_secrets  # a partial set: issued anew, whole, by a later pass
-    if pods_exist and any(key not in children for key in secrets) and pod_indices:
+    if pods_exist and any(key not in children for key in secrets) and pods:
         return "the agents' TLS Secrets disappeared before all of the attempt's pods existed; their CA's key is gone, so they cannot be reissued"
     stale = bool(plan.delete_children)
     for key, child in desired.items():
@@ -392,14 +427,17 @@ def _plan_children(job: dict[str, Any], children: Children, plan: Plan, pod_indi
     if stale or waiting:
         plan.requeue(SETTLE_SECONDS)
         return None
-    plan.create += [builders.agent_pod(job, index, attempt) for index in pod_indices]
+    plan.create += [builders.agent_pod(job, index, attempt, replacement) for index, replacement in pods.items()]
     return None
 
 
 # A freshly started attempt records its agents as "Creating": a pod missing in that state was never
-# created (the operator stopped in between) and is created now; a pod missing in any other state
-# was lost mid-shuffle and fails the attempt.
+# created (the operator stopped in between) and is created now. A lost agent (killed, evicted, its pod
+# deleted) is recorded as "Replacing" — with its replacement counted in status, before anything else
+# is done — while its pod goes and a new one of the same name takes its place; without replacements
+# left it is "Missing" (or Failed) and fails the attempt.
 CREATING = "Creating"
+REPLACING = "Replacing"
 MISSING = "Missing"
 
 
@@ -427,14 +465,20 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: C
     current = {pod_index(pod): pod for pod in pods if pod_attempt(pod) == attempt}
     _stop_pods([pod for pod in pods if pod_attempt(pod) != attempt], plan)
     records = status.get("agents") or _agent_records(job)
-    to_create = []
+    to_create: dict[int, int] = {}  # agent index -> replacement number of the pod to create
+    lost_agents = []
     for record in records:
         pod = current.get(record["index"])
+        replacement = record.get("replacements", 0)
+        if pod is not None and pod_replacement(pod) < replacement:
+            if _is_live(pod):  # the lost agent's pod: it goes before its replacement can take the name
+                plan.delete_pods.append(pod["metadata"]["name"])
+            continue
         if pod is None:
-            if record["phase"] == CREATING:
-                to_create.append(record["index"])
-            else:
-                record.update(phase=MISSING, ready=False, message="the agent's pod disappeared")
+            if record["phase"] in (CREATING, REPLACING):
+                to_create[record["index"]] = replacement
+            elif record["phase"] != SUCCEEDED:  # a finished agent's pod may go: its result is recorded
+                lost_agents.append((record, None, "its pod disappeared"))
             continue
         record["phase"] = _pod_phase(pod)
         record["ready"] = _pod_ready(pod)
@@ -446,6 +490,12 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: C
             record["result"] = result
         elif message:
             record["message"] = message[: crd.MAX_MESSAGE_LENGTH]
+        if record["phase"] not in FINISHED_PHASES and not _is_live(pod):
+            lost_agents.append((record, pod, "its pod is being deleted"))
+        elif record["phase"] == FAILED and (reason := lost_reason(pod)) is not None:
+            lost_agents.append((record, pod, reason))
+    for record, pod, reason in lost_agents:
+        _replace_agent(job, record, pod, reason, plan, to_create, now)
     status["agents"] = records
     status["ready"] = f"{sum(record['ready'] for record in records)}/{len(records)}"
     drifted = _report_spec_drift(job, plan, now)
@@ -490,6 +540,33 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: C
     if spec.get("activeDeadlineSeconds") is not None:
         deadline = parse_time(status["startTime"]) + timedelta(seconds=spec["activeDeadlineSeconds"])
         plan.requeue(max((deadline - now).total_seconds(), 0.0))
+
+
+def _replace_agent(job: dict[str, Any], record: dict[str, Any], pod: dict[str, Any] | None, reason: str, plan: Plan,
+                   to_create: dict[int, int], now: datetime) -> None:
+    """Agent `record` was lost: count and record a replacement (status is written before the pod goes,
+    so a pass stopped anywhere after it neither loses nor repeats the count), delete its pod, or create
+    the new one at once when the old is gone; without replacements left, the agent is broken (its
+    attempt fails)."""
+    status, attempt = plan.status, plan.status["attempt"]
+    limit = RecoverySpec.of(job["spec"]).max_agent_replacements
+    used = sum(entry.get("attempt") == attempt for entry in status.get("replacements", []))
+    if used >= limit:
+        exhausted = f"{limit} agent replacement{'s' if limit != 1 else ''} already used (recovery.maxAgentReplacements)" if limit else "recovery.maxAgentReplacements is 0"
+        record.update(phase=MISSING if pod is None else FAILED, ready=False, message=f"{reason}; {exhausted}"[: crd.MAX_MESSAGE_LENGTH])
+        return
+    record["replacements"] = record.get("replacements", 0) + 1
+    record.update(phase=REPLACING, ready=False, message=f"replacing it: {reason}"[: crd.MAX_MESSAGE_LENGTH])
+    record.pop("result", None)
+    entry = {"attempt": attempt, "agent": record["index"], "reason": reason[: crd.MAX_MESSAGE_LENGTH], "time": timestamp(now)}
+    status["replacements"] = [*status.get("replacements", []), entry][-crd.MAX_RECORDED_REPLACEMENTS :]
+    message = f"attempt {attempt}: agent {record['index']} ({record['name']}) {reason}; replacing it ({used + 1} of {limit})"
+    plan.events.append(Event("Warning", "AgentReplaced", message))
+    set_condition(status, "Degraded", True, "AgentReplaced", message, job["metadata"].get("generation", 0), now)
+    if pod is None:
+        to_create[record["index"]] = record["replacements"]
+    elif _is_live(pod):
+        plan.delete_pods.append(pod["metadata"]["name"])
 
 
 def _report_spec_drift(job: dict[str, Any], plan: Plan, now: datetime) -> bool:

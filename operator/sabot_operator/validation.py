@@ -1,7 +1,8 @@
 """The operator's own check of a SabotJob, for clusters that do not run the CRD's CEL rules.
 
 Each problem names its field ("spec.metricsPort: ..."), so the Degraded condition and the Event
-tell the user exactly what to fix.
+tell the user exactly what to fix. One check is the operator's alone, beyond the CRD: local input and
+output paths must lie on a volume of spec.volumes (volumes.path_problems).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import jsonschema
 
 from sabot_agent.jobspec import JobSpecError, field_path, validate_job
 
-from . import builders, crd
+from . import builders, crd, volumes
 
 _SCHEMA_VALIDATOR = jsonschema.Draft7Validator(crd.OBJECT_SCHEMA)
 
@@ -25,7 +26,8 @@ def _schema_problem(error: jsonschema.ValidationError) -> str:
 
 
 def spec_problems(job: dict[str, Any]) -> list[str]:
-    """Every problem of the job: the CRD schema, its CEL rules, then the pipeline's own semantics."""
+    """Every problem of the job: the CRD schema, its CEL rules and the volumes of local paths, then the
+    pipeline's own semantics."""
     problems = sorted({_schema_problem(error) for error in _SCHEMA_VALIDATOR.iter_errors(job)})
     if problems:
         return problems
@@ -35,6 +37,7 @@ def spec_problems(job: dict[str, Any]) -> list[str]:
             if not rule.holds(node):
                 field = (where + rule.field).lstrip(".")
                 problems.append(f"{field}: {rule.message}" if field else rule.message)
+    problems += volumes.path_problems(defaulted["spec"])
     if problems:
         return problems
     try:

@@ -10,58 +10,35 @@ import json
 import subprocess
 import sys
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from engine_support import assert_same_rows, duckdb_rows, job_document
+from engine_support import assert_same_rows, job_document
 from helpers import agent_processes, child_env, require_native
-from sabot_agent.failpoints import FAILPOINT_ENV, _parse
+from recovery_support import CASES, QUERY, TWO_AT_ONCE, recovery_inputs, reference_rows, write_recovery_data
+from sabot_agent import failpoints
+from sabot_agent.failpoints import FAILPOINT_ENV
 from sabot_agent.jobspec import OutputSpec
 from sabot_agent.output import ResultLocation
 from sabot_agent.supervisor import lost_reason
 
 RUN_TIMEOUT = 180
-QUERY = """
-SELECT d.grp, count(*) AS n, sum(f.amount) AS total, count(DISTINCT f.cust) AS customers
-FROM facts f JOIN dims d ON f.key = d.key
-WHERE f.amount > 10
-GROUP BY d.grp
-ORDER BY d.grp
-"""
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """Facts (600k rows in 6 files) and a dimension too big to replicate (a real hash exchange on both sides)."""
-    root = tmp_path_factory.mktemp("recovery-data")
-    rng = np.random.default_rng(7)
-    (root / "facts").mkdir()
-    for index in range(6):
-        rows = 100_000
-        pq.write_table(pa.table({
-            "key": rng.integers(0, 400_000, rows), "cust": rng.integers(0, 5_000, rows),
-            "amount": np.round(rng.random(rows) * 100, 2),
-        }), root / "facts" / f"part-{index}.parquet", row_group_size=25_000)  # fmt: skip
-    keys = np.arange(400_000)
-    pq.write_table(pa.table({"key": keys, "grp": keys % 37, "pad": keys * 3}), root / "dims.parquet", row_group_size=100_000)
-    return root
+    return write_recovery_data(tmp_path_factory.mktemp("recovery-data"))
 
 
 def assert_exact(tmp_path, data) -> dict:
     """The published result equals duckdb's on the same files (counts exact: nothing counted twice)."""
     manifest, table = ResultLocation(OutputSpec("parquet", str(tmp_path / "out")), "recover").read()
-    want = duckdb_rows(QUERY, {"facts": data / "facts", "dims": data / "dims.parquet"})
-    assert_same_rows([tuple(row.values()) for row in table.to_pylist()], want, ordered=True)
+    assert_same_rows([tuple(row.values()) for row in table.to_pylist()], reference_rows(data), ordered=True)
     return manifest
 
 
 def run_job(tmp_path, data, failpoints: list[str], recovery: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    doc = job_document("recover", {"facts": {"format": "parquet", "path": str(data / "facts")},
-                                   "dims": {"format": "parquet", "path": str(data / "dims.parquet")}},
-                       tmp_path / "out", agents=3, slots=2, sql=QUERY)  # fmt: skip
+    doc = job_document("recover", recovery_inputs(data), tmp_path / "out", agents=3, slots=2, sql=QUERY)
     doc["spec"]["recovery"] = recovery or {}
     path = tmp_path / "recover.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -74,19 +51,6 @@ def run_job(tmp_path, data, failpoints: list[str], recovery: dict | None = None)
     for index in range(len(failpoints)):
         assert (tmp_path / f"fired-{index}").exists(), f"failpoint {failpoints[index]} was never reached"
     return completed, json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-CASES = [
-    ("1:task:0:kill", "reading and mapping its input share"),
-    ("2:sealed:0:kill", "after sealing its first stage output"),
-    ("1:serving:kill", "while serving a partition to a peer"),
-    ("2:task:1:kill", "while joining (stage 1)"),
-    ("0:task:2:kill", "agent 0 while reducing the aggregation"),
-    ("1:written:kill", "after staging its result part"),
-    ("2:done:kill", "while waiting for the job to end"),
-    ("0:done:kill", "agent 0 after publishing the result"),
-    ("1:task:1:stop", "hung (SIGSTOP) in the middle of a stage"),
-]
 
 
 @pytest.mark.parametrize("failpoint", [case[0] for case in CASES], ids=[case[1] for case in CASES])
@@ -108,7 +72,7 @@ def test_a_lost_agent_is_replaced_and_the_result_is_exact(tmp_path, data, failpo
 
 def test_two_agents_lost_at_once_are_both_replaced(tmp_path, data):
     require_native()
-    completed, summary = run_job(tmp_path, data, ["1:task:1:kill", "2:task:1:kill"])
+    completed, summary = run_job(tmp_path, data, TWO_AT_ONCE)
     assert completed.returncode == 0, completed.stderr
     assert sorted(r["agent"] for r in summary["replacements"]) == [1, 2]
     assert_exact(tmp_path, data)
@@ -133,6 +97,18 @@ def test_lost_reason_tells_a_loss_from_an_exit():
 
 
 def test_failpoint_syntax():
-    assert _parse("1:task:2:kill:/tmp/a; 0:done:stop:/tmp/b") == {(1, "task:2"): ("kill", "/tmp/a"), (0, "done"): ("stop", "/tmp/b")}
+    assert failpoints.parse("1:task:2:kill:/tmp/a; 0:done:stop:/tmp/b; 2:sealed:1:kill") == {
+        (1, "task:2"): ("kill", "/tmp/a"), (0, "done"): ("stop", "/tmp/b"), (2, "sealed:1"): ("kill", "")}
     with pytest.raises(ValueError, match="unknown action 'boom'"):
-        _parse("1:written:boom:/tmp/c")
+        failpoints.parse("1:written:boom:/tmp/c")
+    for malformed in ("x:done:kill", "1:reading:2:kill", "1:done", "1:task:2:kill:/a:/b"):
+        with pytest.raises(ValueError, match="is not <agent>:<point>:<action>"):
+            failpoints.parse(malformed)
+
+
+def test_a_failpoint_without_marker_fires_only_in_the_first_instance():
+    failpoints.arm("1:done:kill; 1:written:kill:/tmp/marker", replacement=1)
+    assert failpoints._armed == {(1, "written"): ("kill", "/tmp/marker")}
+    failpoints.arm("1:done:kill", replacement=0)
+    assert failpoints._armed == {(1, "done"): ("kill", "")}
+    failpoints.arm("", replacement=0)

@@ -14,6 +14,7 @@ import kubernetes_validate
 from chart_render import CHART, CHART_CRD, KUBE_VERSION, RELEASE_NAMESPACE, SCENARIOS, SOURCE_CRD, helm_template, render
 from pod_security import pod_specs, restricted_violations
 from sabot_agent.jobspec import MAX_JOB_NAME_LENGTH, validate_job
+from sabot_operator.validation import spec_problems
 
 VALUES_SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 DEFAULT_VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -234,7 +235,7 @@ def test_cert_manager_certificates_are_granted_only_when_enabled(helm):
 def test_helm_test_hook_runs_a_valid_sabotjob_with_least_privilege(helm):
     manifests = render(helm, CHART / "ci" / "default-values.yaml")
     hooks = [doc for doc in manifests if (doc["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
-    assert sorted(doc["kind"] for doc in hooks) == ["ConfigMap", "Pod", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(doc["kind"] for doc in hooks) == ["ConfigMap", "PersistentVolumeClaim", "Pod", "Role", "RoleBinding", "ServiceAccount"]
     (role,) = [doc for doc in hooks if doc["kind"] == "Role"]
     assert granted(role) == {("sabot.io", "sabotjobs"): {"create", "get", "delete"}}
     (pod,) = [doc for doc in hooks if doc["kind"] == "Pod"]
@@ -243,9 +244,17 @@ def test_helm_test_hook_runs_a_valid_sabotjob_with_least_privilege(helm):
     (config_map,) = [doc for doc in hooks if doc["kind"] == "ConfigMap"]
     job = yaml.safe_load(config_map["data"]["sabotjob.yaml"])
     compile(config_map["data"]["run_smoke_test.py"], "run_smoke_test.py", "exec")
-    # one agent, writing into its own pod: a result of several agents needs a location they all share
+    # one agent, writing to the claim the hook creates: the operator accepts no output that vanishes with the pods
     parsed = validate_job(job)
-    assert (parsed.agents, parsed.output.path, "storage" in job["spec"]) == (1, f"/tmp/{job['metadata']['name']}/out/", False)
+    assert (parsed.agents, parsed.output.path, "storage" in job["spec"]) == (1, f"/results/{job['metadata']['name']}/", False)
+    assert spec_problems(job) == []
+    (claim,) = [doc for doc in hooks if doc["kind"] == "PersistentVolumeClaim"]
+    assert [volume["persistentVolumeClaim"]["claimName"] for volume in job["spec"]["volumes"]] == [claim["metadata"]["name"]]
+    # ReadWriteOnce, as any cluster's default StorageClass provides: its one agent mounts it
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}
+    claim_of_class = [doc for doc in yaml.safe_load_all(helm_template(helm, "--set", "test.volume.storageClassName=nfs").stdout)
+                      if doc and doc["kind"] == "PersistentVolumeClaim"]
+    assert [doc["spec"]["storageClassName"] for doc in claim_of_class] == ["nfs"]
 
 
 def test_helm_test_job_on_shared_storage_runs_two_agents_and_overwrites_its_own_result(helm):
@@ -254,6 +263,8 @@ def test_helm_test_job_on_shared_storage_runs_two_agents_and_overwrites_its_own_
     job = yaml.safe_load(config_map["data"]["sabotjob.yaml"])
     parsed = validate_job(job)
     assert (parsed.agents, parsed.output.path, parsed.output.mode) == (2, "s3://sabot-smoke/helm-test/", "overwrite")
+    assert spec_problems(job) == []
+    assert "volumes" not in job["spec"] and not by_kind(manifests, "PersistentVolumeClaim")
     assert job["spec"]["storage"] == {"s3": {"endpoint": "http://minio.storage.svc:9000", "region": "us-east-1",
                                              "credentialsSecret": "sabot-smoke-s3"}}
     assert (parsed.storage.s3_endpoint, parsed.storage.s3_region) == ("http://minio.storage.svc:9000", "us-east-1")

@@ -98,7 +98,9 @@ def test_the_jobs_network_policy_selects_its_own_agent_pods_and_their_ports():
 
 @pytest.mark.parametrize("security", [{}, {"issuerRef": {"name": "agents-ca"}}], ids=["operator-ca", "cert-manager"])
 def test_what_the_operator_creates_per_job_validates_strictly(security):
-    job = job_of({**example_spec(), "security": {**security, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}})
+    volumes = [{"name": "results", "mountPath": "/results", "persistentVolumeClaim": {"claimName": "shared", "readOnly": False}}]
+    job = job_of({**example_spec(), "volumes": volumes,
+                  "security": {**security, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}})
     children = builders.with_new_keys([*builders.shared_children(job), *builders.agent_tls_children(job, 1), builders.agent_pod(job, 0, 1)])
     for child in children:
         if child["apiVersion"] == builders.CERT_MANAGER_API_VERSION:

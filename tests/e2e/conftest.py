@@ -10,8 +10,8 @@ in namespaced mode) instead of a fresh namespace per test; SABOT_E2E_TIMEOUT (se
 bounds the wait for each job.
 
 Shared output: a job of several agents commits its result through a location every agent reaches
-(agent 0 moves every agent's staged part into place), so the examples (2 agents each) need object
-storage and skip without it. SABOT_E2E_OUTPUT=s3://bucket/prefix/ gives it (each job writes under
+(agent 0 moves every agent's staged part into place), and the operator refuses a local output no
+volume backs, so the examples (written for `sabot run`) need object storage and skip without it. SABOT_E2E_OUTPUT=s3://bucket/prefix/ gives it (each job writes under
 <prefix>/<namespace>/<job>/), with SABOT_E2E_S3_ENDPOINT (e.g. http://minio.storage:9000, as the pods
 reach it; also used to read the result back) and SABOT_E2E_S3_REGION when not AWS's defaults, and
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: the suite puts them into a Secret `sabot-e2e-s3` in each

@@ -7,6 +7,12 @@ API server's message).
 from __future__ import annotations
 
 LONG_NAME = "a" * 60
+
+
+def volume(name: str, mount_path: str) -> dict:
+    return {"name": name, "mountPath": mount_path, "persistentVolumeClaim": {"claimName": f"{name}-claim"}}
+
+
 REGIONS = {"generate": {"rows": 10, "columns": {"region": {"type": "string"}, "manager": {"type": "string"}}}}
 
 INVALID_SPECS = [
@@ -31,7 +37,21 @@ INVALID_SPECS = [
     ("path-without-format", None, {"pipeline": {"inputs": {"files": {"path": "/data/in"}}}}, "spec.pipeline.inputs.files.format", "format is required with path"),
     ("path-and-generate", None, {"pipeline": {"inputs": {"sales": {"path": "/data/in", "format": "parquet"}}}}, "spec.pipeline.inputs.sales", "either path (with format) or generate"),
     ("two-spill-volumes", None, {"spill": {"emptyDir": {"sizeLimit": "1Gi"}, "persistentVolumeClaim": {"claimName": "scratch"}}}, "spec.spill", "exactly one of emptyDir or persistentVolumeClaim"),
+    ("volume-name-not-a-label", None, {"volumes": [volume("Data", "/data")]}, "spec.volumes[0].name", "should match"),
+    ("relative-mount-path", None, {"volumes": [volume("data", "data")]}, "spec.volumes[0].mountPath", "should match"),
+    ("duplicate-volume-names", None, {"volumes": [volume("data", "/data"), volume("data", "/in")]}, "spec.volumes", "volume names must be unique"),
+    ("nested-mount-paths", None, {"volumes": [volume("data", "/data"), volume("inputs", "/data/in")]}, "spec.volumes", "mountPaths must not overlap"),
+    ("mount-path-in-tmp", None, {"volumes": [volume("scratch", "/tmp/scratch")]}, "spec.volumes", "the agent's own mounts"),
+    ("mount-path-above-the-plan", None, {"volumes": [volume("etc", "/etc")]}, "spec.volumes", "the agent's own mounts"),
     ("reserved-pod-label", None, {"pod": {"labels": {"sabot.io/attempt": "7"}}}, "spec.pod.labels", "reserved for the operator"),
+    ("pod-env-sets-an-agent-setting", None, {"pod": {"env": [{"name": "SABOT_AGENT_INDEX", "value": "3"}]}}, "spec.pod.env", "names the operator sets"),
+    ("pod-env-sets-the-s3-keys", None, {"storage": {"s3": {"credentialsSecret": "s3-keys"}}, "pod": {"env": [{"name": "AWS_ACCESS_KEY_ID", "value": "x"}]}},
+     "spec.pod.env", "pod.env cannot set them too"),
+    ("pod-env-twice", None, {"pod": {"env": [{"name": "TZ", "value": "UTC"}, {"name": "TZ", "value": "CET"}]}}, "spec.pod.env", "must be unique"),
+    ("pod-env-value-and-value-from", None, {"pod": {"env": [{"name": "TZ", "value": "UTC", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "tz"}}}]}},
+     "spec.pod.env[0]", "value or valueFrom, not both"),
+    ("pod-env-value-from-nothing", None, {"pod": {"env": [{"name": "TZ", "valueFrom": {}}]}}, "spec.pod.env[0].valueFrom", "exactly one of secretKeyRef or configMapKeyRef"),
+    ("pod-env-bad-name", None, {"pod": {"env": [{"name": "1TZ", "value": "UTC"}]}}, "spec.pod.env[0].name", "should match"),
     ("name-too-long", LONG_NAME, {}, "metadata.name", "at most 52 characters"),
     ("unknown-tls-mode", None, {"security": {"tls": "optional"}}, "spec.security.tls", "Unsupported value"),
     ("issuer-without-tls", None, {"security": {"tls": "disabled", "issuerRef": {"name": "agents-ca"}}}, "spec.security.issuerRef", "needs tls enabled"),

@@ -32,7 +32,7 @@ VALID_SPEC = {
         },
         "shuffle": {"partitions": 6},
         "aggregate": {"input": "sales", "groupBy": ["region"], "aggregations": [{"column": "amount", "function": "sum"}]},
-        "output": {"format": "parquet", "path": "/data/out"},
+        "output": {"format": "parquet", "path": "s3://results/out/"},
     },
 }
 

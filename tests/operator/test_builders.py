@@ -10,6 +10,7 @@ from sabotjobs import sabot_job
 from sabot_agent.jobspec import validate_job
 from sabot_agent.security import AgentIdentity
 from sabot_operator import builders, crd
+from sabot_operator.validation import spec_problems
 
 
 def defaulted(spec_patch: dict | None = None, name: str = "wordcount") -> dict:
@@ -89,6 +90,8 @@ def test_agent_env_tells_each_agent_who_it_is():
         "SABOT_SPILL_DIR": "/var/lib/sabot/spill",
         "SABOT_PEERS": ",".join(f"wordcount-agent-{i}.wordcount-agents:8815" for i in range(3)),
         "SABOT_ATTEMPT": "3",
+        "SABOT_REPLACEABLE": "1",  # recovery.maxAgentReplacements defaults to 3
+        "SABOT_REPLACEMENT": "0",
         "SABOT_RUN_ID": job["metadata"]["uid"],
         "SABOT_MEMORY_BUDGET": "256Mi",
         "SABOT_TLS_CERT": "/etc/sabot-tls/tls.crt",
@@ -96,6 +99,26 @@ def test_agent_env_tells_each_agent_who_it_is():
         "SABOT_TLS_CA": "/etc/sabot-tls/ca.crt",
     }
     assert not {name for name in env_of(builders.agent_pod(defaulted({"security": {"tls": "disabled"}}), 1, 3)) if name.startswith("SABOT_TLS")}
+
+
+
+def test_a_replacement_pod_differs_from_the_first_only_in_its_number():
+    job = defaulted()
+    first, replacement = builders.agent_pod(job, 1, 2), builders.agent_pod(job, 1, 2, replacement=3)
+    assert replacement["metadata"]["labels"].pop(builders.LABEL_REPLACEMENT) == "3" and first["metadata"]["labels"].pop(builders.LABEL_REPLACEMENT) == "0"
+    assert env_of(replacement).pop("SABOT_REPLACEMENT") == "3" and env_of(first)["SABOT_REPLACEMENT"] == "0"
+    for pod in (first, replacement):
+        pod["spec"]["containers"][0]["env"] = [item for item in pod["spec"]["containers"][0]["env"] if item["name"] != "SABOT_REPLACEMENT"]
+    assert first == replacement
+    # agents wait for a lost peer's replacement only when the job allows replacements
+    assert env_of(builders.agent_pod(defaulted({"recovery": {"maxAgentReplacements": 0}}), 1, 2))["SABOT_REPLACEABLE"] == "0"
+
+
+def test_pod_env_comes_after_the_operators_variables():
+    extra = [{"name": "TZ", "value": "UTC"}, {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tokens", "key": "api"}}}]
+    pod = builders.agent_pod(defaulted({"pod": {"env": extra}}), 0, 1)
+    assert pod["spec"]["containers"][0]["env"][-2:] == extra
+    assert spec_problems(sabot_job(spec_patch={"pod": {"env": extra}})) == []
 
 
 S3_STORAGE = {"storage": {"s3": {"endpoint": "http://minio.storage:9000", "region": "eu-west-1", "credentialsSecret": "results-s3"}},
@@ -132,7 +155,7 @@ def test_no_credentials_without_a_credentials_secret():
         assert not [name for name in env_of(pod) if name.startswith("AWS_")]
     # the operator-built manifest is all there is: no value of a key anywhere in the pod
     pod = builders.agent_pod(defaulted(S3_STORAGE), 0, attempt=1)
-    assert set(refs_of(pod)) == set(builders.S3_CREDENTIAL_KEYS)
+    assert set(refs_of(pod)) == set(crd.S3_CREDENTIAL_KEYS)
     assert all(set(item) == {"name", "valueFrom"} for item in pod["spec"]["containers"][0]["env"] if item["name"].startswith("AWS_"))
 
 
@@ -223,6 +246,24 @@ def test_spill_volume_choices():
     assert {"name": "spill", "persistentVolumeClaim": {"claimName": "scratch"}} in claimed["spec"]["volumes"]
     mount = next(m for m in claimed["spec"]["containers"][0]["volumeMounts"] if m["name"] == "spill")
     assert mount["subPath"] == "wordcount-agent-1"
+
+
+def test_every_agent_mounts_the_jobs_claims_whole_under_names_of_their_own():
+    volumes = [{"name": "tmp", "mountPath": "/data", "persistentVolumeClaim": {"claimName": "results"}},
+               {"name": "inputs", "mountPath": "/srv/inputs", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}}]
+    job = defaulted({"volumes": volumes})
+    for index in range(job["spec"]["agents"]):
+        spec = builders.agent_pod(job, index, attempt=1)["spec"]
+        mounts = spec["containers"][0]["volumeMounts"]
+        names = [volume["name"] for volume in spec["volumes"]]
+        claims = [volume for volume in spec["volumes"] if "persistentVolumeClaim" in volume]
+        assert claims == [{"name": "volume-tmp", "persistentVolumeClaim": {"claimName": "results", "readOnly": False}},
+                          {"name": "volume-inputs", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}}]
+        assert [mount for mount in mounts if mount["name"] in {claim["name"] for claim in claims}] == [
+            {"name": "volume-tmp", "mountPath": "/data", "readOnly": False},
+            {"name": "volume-inputs", "mountPath": "/srv/inputs", "readOnly": True}]  # no subPath: one directory all agents share
+        assert len(set(names)) == len(names) and {"tmp", "spill", "plan", "tls"} <= set(names)  # a claim named "tmp" clashes with nothing
+        assert {mount["name"] for mount in mounts} == set(names)
 
 
 def test_service_is_headless_and_publishes_unready_agents():

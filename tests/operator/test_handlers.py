@@ -29,7 +29,7 @@ class FakeCluster:
         self.job = job
         self.objects: dict[tuple[str, str], dict] = {}
         self.calls: list[str] = []
-        self.created: Counter = Counter()  # (kind, name, attempt of a pod) -> creations that took effect
+        self.created: Counter = Counter()  # (kind, name, attempt and replacement of a pod) -> creations that took effect
         self.conflicts: list[tuple[str, str]] = []  # creations of a child that was there
 
     def get_job(self, namespace, name):
@@ -55,7 +55,8 @@ class FakeCluster:
         self.objects[key] = copy.deepcopy(manifest)
         if key[0] == "Certificate":  # cert-manager issues it at once
             self.objects[key]["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
-        self.created[(*key, manifest["metadata"]["labels"].get(builders.LABEL_ATTEMPT))] += 1
+        labels = manifest["metadata"]["labels"]
+        self.created[(*key, labels.get(builders.LABEL_ATTEMPT), labels.get(builders.LABEL_REPLACEMENT))] += 1
         return True
 
     def delete(self, kind, namespace, name):
@@ -166,15 +167,25 @@ def new_job() -> FakeCluster:
     return FakeCluster(sabot_job(spec_patch={"agents": 2}))
 
 
-def agent_failed() -> FakeCluster:
-    """Attempt 1 running, then agent 1 fails: the next pass fails the attempt and removes the pods."""
+def agent_1_ended(terminated: dict) -> FakeCluster:
+    """Attempt 1 running, then agent 1's container terminates as `terminated` says and its pod fails."""
     cluster = new_job()
     settle(cluster, T0)
     cluster.set_pods()
     settle(cluster, T0)
-    failed = {"phase": "Failed", "containerStatuses": [{"name": "agent", "state": {"terminated": {"exitCode": 1, "message": "disk full"}}}]}
-    cluster.set_pods(**{"wordcount-agent-1": failed})
+    cluster.set_pods(**{"wordcount-agent-1": {"phase": "Failed", "containerStatuses": [{"name": "agent", "state": {"terminated": terminated}}]}})
     return cluster
+
+
+def agent_failed() -> FakeCluster:
+    """Agent 1 fails by itself: the next pass fails the attempt and removes the pods."""
+    return agent_1_ended({"exitCode": 1, "message": "disk full"})
+
+
+def agent_killed() -> FakeCluster:
+    """Agent 1 is killed (SIGKILL): the next passes replace it by a new pod of the same name in the same
+    attempt."""
+    return agent_1_ended({"exitCode": 137, "reason": "Error"})
 
 
 def resumed_with_an_edited_spec() -> FakeCluster:
@@ -206,7 +217,7 @@ def with_cert_manager() -> FakeCluster:
     return FakeCluster(sabot_job(spec_patch={"agents": 2, "security": {"issuerRef": {"name": "agents-ca", "kind": "ClusterIssuer"}}}))
 
 
-SCENARIOS = [new_job, agent_failed, resumed_with_an_edited_spec, suspended_while_starting, never_ready, with_cert_manager]
+SCENARIOS = [new_job, agent_failed, agent_killed, resumed_with_an_edited_spec, suspended_while_starting, never_ready, with_cert_manager]
 
 
 def issued_by_one_ca(cluster: FakeCluster) -> int | None:
@@ -236,6 +247,8 @@ def outcome(cluster: FakeCluster) -> dict:
     return {
         "objects": sorted(cluster.objects),
         "pod attempts": {name: pod["metadata"]["labels"][builders.LABEL_ATTEMPT] for name, pod in cluster.pods().items()},
+        "pod replacements": {name: pod["metadata"]["labels"][builders.LABEL_REPLACEMENT] for name, pod in cluster.pods().items()},
+        "replacements": [(entry["attempt"], entry["agent"], entry["reason"]) for entry in status.get("replacements", [])],
         "shared children": {key: content(obj) for key, obj in cluster.objects.items() if key[0] != "Pod"},
         "tls secrets": issued_by_one_ca(cluster),
         "status": {key: status.get(key) for key in ("phase", "attempt", "failedAttempts", "specHash", "ready")},
@@ -283,6 +296,10 @@ def test_the_scenarios_end_where_they_should():
     retried = ends["agent_failed"]
     assert retried["status"]["attempt"] == 2 and retried["status"]["failedAttempts"] == 1
     assert set(retried["pod attempts"].values()) == {"2"}
+    replaced = ends["agent_killed"]
+    assert replaced["status"]["attempt"] == 1 and replaced["status"]["failedAttempts"] == 0
+    assert replaced["pod replacements"] == {"wordcount-agent-0": "0", "wordcount-agent-1": "1"}
+    assert replaced["replacements"] == [(1, 1, "killed by SIGKILL (exit code 137)")]
     resumed = ends["resumed_with_an_edited_spec"]
     assert resumed["status"]["attempt"] == 2 and set(resumed["pod attempts"].values()) == {"2"}
     plan = resumed["shared children"][("ConfigMap", "wordcount-plan")]

@@ -9,6 +9,7 @@ operator running in-process with kopf.testing.KopfRunner.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,15 +160,39 @@ def test_apply_creates_agents_with_unique_ports_service_and_plan(cluster, namesp
         assert table.split("\n")[1].split()[:5] == ["hostnet", "Running", "3/3", "4", "1"]
 
 
+def on_a_volume(job: dict) -> dict:
+    """A copy of `job` whose local paths lie on a claim mounted at /data."""
+    job = copy.deepcopy(job)
+    job["metadata"]["name"] += "-on-volume"
+    pipeline = job["spec"]["pipeline"]
+    for entry in [*pipeline["inputs"].values(), pipeline["output"]]:
+        if "path" in entry and "://" not in entry["path"]:
+            entry["path"] = f"/data/{entry['path']}"
+    job["spec"]["volumes"] = [{"name": "data", "mountPath": "/data", "persistentVolumeClaim": {"claimName": "examples"}}]
+    return job
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
-def test_examples_create_their_agents(cluster, namespace, kubeconfig_env, path):
+def test_examples_create_their_agents_once_their_files_are_on_a_volume(cluster, namespace, kubeconfig_env, path):
+    """The examples are written for `sabot run`, with local paths: as written the operator refuses them
+    (their output would vanish with the pods); with those paths on a claim it creates their agents."""
     jobs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == crd.KIND]
     with operator(namespace):
         cluster.kubectl("apply", "-n", namespace, "-f", str(path))
         for job in jobs:
+            apply(cluster, namespace, on_a_volume(job))
+        for job in jobs:
+            name = job["metadata"]["name"]
+            status = wait_for_status(cluster, namespace, name, "phase Failed", lambda s: s.get("phase") == "Failed")
+            degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+            assert degraded["reason"] == "InvalidSpec" and "spec.pipeline.output.path: " in degraded["message"], degraded
+            assert "would vanish with the pods" in degraded["message"] and not agent_pods(cluster, namespace, name)
             agents = job["spec"].get("agents", 1)
-            pods = live_pods_of_attempt(cluster, namespace, job["metadata"]["name"], 1, agents)
+            pods = live_pods_of_attempt(cluster, namespace, f"{name}-on-volume", 1, agents)
             assert len({pod["metadata"]["name"] for pod in pods}) == agents
+            claims = [{v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
+                      for pod in pods]
+            assert claims == [{"volume-data": "examples"}] * agents
 
 
 def test_failed_agent_leads_to_a_retry_and_past_the_limit_to_failed(cluster, namespace, kubeconfig_env):

@@ -13,11 +13,15 @@ from sabot_operator.status import AGENT_RESULT_FIELDS, child_key, parse_result, 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-def pod(job: dict, index: int, attempt: int, phase: str = "Running", ready: bool = True, message: str | None = None, deleting: bool = False) -> dict:
-    manifest = builders.agent_pod({**job, "spec": crd.spec_with_defaults(job["spec"])}, index, attempt)
+def pod(job: dict, index: int, attempt: int, phase: str = "Running", ready: bool = True, message: str | None = None, deleting: bool = False,
+        exit_code: int | None = None, replacement: int = 0, **terminated: str) -> dict:
+    """A pod of the job in a chosen state; `message`, `exit_code` (default 0 when Succeeded, else 1) or
+    `terminated` fields (e.g. reason="OOMKilled") make its agent container a terminated one."""
+    manifest = builders.agent_pod({**job, "spec": crd.spec_with_defaults(job["spec"])}, index, attempt, replacement)
     status = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
-    if message is not None:
-        status["containerStatuses"] = [{"name": "agent", "state": {"terminated": {"exitCode": 0 if phase == "Succeeded" else 1, "message": message}}}]
+    if message is not None or exit_code is not None or terminated:
+        code = exit_code if exit_code is not None else 0 if phase == "Succeeded" else 1
+        status["containerStatuses"] = [{"name": "agent", "state": {"terminated": {"exitCode": code, **({"message": message} if message else {}), **terminated}}}]
     manifest["status"] = status
     if deleting:
         manifest["metadata"]["deletionTimestamp"] = timestamp(T0)
@@ -108,11 +112,12 @@ def test_pods_never_created_before_a_restart_are_created_now():
     assert plan.status["phase"] == "Starting"
 
 
-def test_a_pod_lost_after_it_was_seen_fails_the_attempt():
-    job = running(started()[0])
+def test_without_replacements_a_pod_lost_after_it_was_seen_fails_the_attempt():
+    job = running(started({"recovery": {"maxAgentReplacements": 0}})[0])
     _, plan = step(job, [pod(job, 0, 1), pod(job, 1, 1)])
     assert plan.status["phase"] == "Pending" and plan.status["failedAttempts"] == 1
     assert "agent 2" in condition(plan.status, "Degraded")["message"]
+    assert "recovery.maxAgentReplacements is 0" in condition(plan.status, "Degraded")["message"]
 
 
 def test_a_failed_agent_fails_the_attempt_and_schedules_a_retry():
@@ -161,7 +166,7 @@ def test_retries_stop_at_the_limit():
     now = T0
     for attempt in (1, 2):
         job = running(job, attempt)
-        job, plan = step(job, [pod(job, 0, attempt, phase="Failed", ready=False, message="disk full")], now)
+        job, plan = step(job, [pod(job, 0, attempt, phase="Failed", ready=False, message="disk full"), pod(job, 1, attempt), pod(job, 2, attempt)], now)
         if attempt == 1:
             assert plan.status["phase"] == "Pending"
             now += timedelta(seconds=1)

@@ -7,8 +7,8 @@ bridge and finish; the in-process operator reports Succeeded.
   address; the agents get its keys from a Secret through spec.storage.s3.credentialsSecret): equal to the
   reference computed in one process with pyarrow; agent /metrics scraped by pod IP from the host (which
   is on the bridge);
-- an agent killed mid-job (SIGKILL to its container's process): a retried attempt succeeds with the
-  same output as the reference;
+- an agent killed mid-job (SIGKILL to its container's process) with agent replacement turned off: a
+  retried attempt succeeds with the same output as the reference (test_chaos.py: replacement);
 - secure by default: agents in a namespace enforcing the restricted Pod Security Standard talk mutual
   TLS (a plaintext or certificate-less client is refused, agent 0's own certificate may not ask agent
   1 about agent 0's outputs); the per-agent TLS Secrets and the job's NetworkPolicy are owned by the
@@ -37,14 +37,14 @@ import pyarrow.flight as flight
 import pytest
 import yaml
 
-from helpers import REPO, kget, wait_for
+from helpers import REPO, hostpath_claim, kget, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "chart"))
 from pod_security import restricted_violations  # noqa: E402
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 AGENT_UID = 65532
-SPILL = "/var/lib/sabot/spill"
+DATA = "/data"  # where on_real_pods mounts a job's file inputs
 PYARROW_AGG = {"sum": "sum", "mean": "mean", "count": "count", "min": "min", "max": "max"}
 PYARROW_JOIN = {"inner": "inner", "left": "left outer", "right": "right outer", "full": "full outer"}
 
@@ -69,43 +69,31 @@ def output_volume(cluster, ns: str, job: dict) -> Path:
         d = host_dir / f"{name}-agent-{index}"
         d.mkdir(parents=True)
         os.chown(d, AGENT_UID, AGENT_UID)
-    pv = f"{ns}-{name}"
-    docs = [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                  "persistentVolumeReclaimPolicy": "Retain",
-                  "hostPath": {"path": str(host_dir), "type": "Directory"},
-                  "claimRef": {"namespace": ns, "name": "spill"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "spill", "namespace": ns},
-         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
-                  "resources": {"requests": {"storage": "1Gi"}}}},
-    ]
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-    wait_for(lambda: kget(cluster, "pvc", "spill", "-n", ns)["status"].get("phase") == "Bound", 30,
-             what="PVC spill Bound")
+    hostpath_claim(cluster, ns, "spill", host_dir)
     return host_dir
 
 
 def on_real_pods(cluster, s3, ns: str, job: dict) -> tuple[dict, str]:
     """The job rewired for this tier: the project image, never pulled; spill on a hostPath volume (a
-    directory per agent), file inputs copied into every agent's directory (read-only, so a copy each is
-    fine); the output on S3 (a bucket of its own, `spec.storage.s3` with the Secret holding the keys),
-    since agent 0 commits the result by moving every agent's staged part into place. Returns the job and
-    its output path."""
+    directory per agent); file inputs copied once onto a claim every agent mounts read-only at DATA
+    (spec.volumes: the operator refuses local paths no volume backs); the output on S3 (a bucket of its
+    own, `spec.storage.s3` with the Secret holding the keys), since agent 0 commits the result by moving
+    every agent's staged part into place. Returns the job and its output path."""
     job = json.loads(json.dumps(job))
     spec = job["spec"]
     spec["image"] = cluster.image
     spec["imagePullPolicy"] = "Never"
     spec["spill"] = {"persistentVolumeClaim": {"claimName": "spill"}}
-    host_dir = output_volume(cluster, ns, job)
+    output_volume(cluster, ns, job)
     pipeline = spec["pipeline"]
-    for input_name, source in pipeline["inputs"].items():
-        if "path" in source and "://" not in source["path"]:
-            local = (REPO / source["path"]).resolve()
-            for index in range(spec.get("agents", 1)):
-                shutil.copytree(local, host_dir / f"{job['metadata']['name']}-agent-{index}" / "data" / input_name)
-            subprocess.run(["chown", "-R", f"{AGENT_UID}:{AGENT_UID}", str(host_dir)], check=True)
-            source["path"] = f"{SPILL}/data/{input_name}/"
+    files = {name: source for name, source in pipeline["inputs"].items() if "path" in source and "://" not in source["path"]}
+    if files:
+        data_dir = cluster.node.workdir / "volumes" / f"{ns}-{job['metadata']['name']}-data"
+        for input_name, source in files.items():
+            shutil.copytree((REPO / source["path"]).resolve(), data_dir / input_name)  # world-readable, as in the checkout
+            source["path"] = f"{DATA}/{input_name}/"
+        hostpath_claim(cluster, ns, "data", data_dir, "ReadOnlyMany")
+        spec["volumes"] = [{"name": "data", "mountPath": DATA, "persistentVolumeClaim": {"claimName": "data", "readOnly": True}}]
     spec["storage"], path = s3.output_for(cluster, ns, job["metadata"]["name"])
     pipeline["output"] = {**pipeline.get("output", {"format": "parquet"}), "path": path}
     return job, path
@@ -283,11 +271,14 @@ def test_example_output_equals_reference(realpods_cluster, operator, pod_s3, nam
     print(f"\n[realpods] {example.stem}: Succeeded in {elapsed:.1f}s on {agents} real pods", file=sys.stderr)
 
 
-def test_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, operator, pod_s3, namespace):
+def test_without_replacements_a_killed_agent_leads_to_a_retry_with_identical_output(realpods_cluster, operator, pod_s3, namespace):
+    """The fallback when an agent cannot be replaced (here: recovery.maxAgentReplacements 0; test_chaos.py
+    covers replacement): the attempt fails, its pods go, and the next attempt publishes the result."""
     job = yaml.safe_load((REPO / "examples" / "join-generated.yaml").read_text())
     job["metadata"]["name"] = "killed"
     job["spec"]["pipeline"]["inputs"]["sales"]["generate"]["rows"] = 3_000_000
     job["spec"]["retry"] = {"limit": 2, "backoffSeconds": 1}
+    job["spec"]["recovery"] = {"maxAgentReplacements": 0}
     rewired, output = on_real_pods(realpods_cluster, pod_s3, namespace, job)
     killed = {}
 

@@ -64,8 +64,8 @@ class JobAlreadyFinished(Exception):
 
 @dataclass(frozen=True)
 class Recovery:
-    """How an agent treats a peer that stops answering. `replaceable`: a supervisor (`sabot run`;
-    not yet the operator) replaces a failed agent with one of the same index and address, so a peer that stops
+    """How an agent treats a peer that stops answering. `replaceable`: a supervisor (`sabot run`,
+    the operator) replaces a failed agent with one of the same index and address, so a peer that stops
     answering is waited for until `timeout` instead of failing the job; `finished` tells whether this
     run already published its result (then a replacement stops waiting: its work is not needed)."""
 
