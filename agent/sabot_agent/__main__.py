@@ -1,5 +1,5 @@
 """`python -m sabot_agent` runs one agent process; `sabot run` starts its agents this way."""
 
-from sabot_agent.agent import main
+from sabot_agent.agent import entry_point
 
-raise SystemExit(main())
+entry_point()

@@ -13,6 +13,8 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+SHUTDOWN_POLL_SECONDS = 0.05
+
 
 class AgentHttpServer:
     def __init__(self, host: str, port: int, registry, status: Callable[[], dict], ready: Callable[[], bool]):
@@ -64,7 +66,10 @@ class AgentHttpServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sabot-http", daemon=True)
+        # stop() waits for serve_forever to notice (every poll interval; the default 0.5 s): the agent
+        # shuts this server down first when its job ends, and agent 0 waits for its peers to be gone
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+                                        name="sabot-http", daemon=True)  # fmt: skip
 
     def start(self) -> None:
         self._thread.start()
