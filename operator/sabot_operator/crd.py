@@ -239,6 +239,11 @@ _TIME = {"type": "string", "format": "date-time"}
 MAX_RECORDED_REPLACEMENTS = jobspec.MAX_AGENT_REPLACEMENTS
 
 _COUNT = {"type": "integer", "minimum": 0}
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "the published result: its location (the job's output path), rows and part files (agent 0 reports it)",
+    "properties": {"uri": {"type": "string", "maxLength": jobspec.MAX_PATH_LENGTH}, "rows": _COUNT, "parts": _COUNT},
+}
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "what the agent reported in its termination message",
@@ -252,6 +257,7 @@ RESULT_SCHEMA: dict[str, Any] = {
         "outputFiles": {"type": "array", "maxItems": 4096, "items": {"type": "string", "maxLength": jobspec.MAX_PATH_LENGTH}},
         # An unsigned 64-bit sum: beyond the API server's int64, so kept as decimal text.
         "checksum": {"type": "string", "maxLength": 20},
+        "output": OUTPUT_SCHEMA,
     },
 }
 
@@ -286,6 +292,7 @@ STATUS_SCHEMA: dict[str, Any] = {
         "attemptStartTime": {**_TIME, "description": "when the current attempt started; startupDeadlineSeconds counts from it"},
         "completionTime": _TIME,
         "nextAttemptTime": _TIME,
+        "output": OUTPUT_SCHEMA,
         "agents": {
             "type": "array",
             "maxItems": jobspec.MAX_AGENTS,

@@ -185,6 +185,7 @@ AGENT_RESULT_FIELDS = {
     "seconds": "seconds",
     "output_files": "outputFiles",
     "checksum": "checksum",
+    "output": "output",
 }
 
 
@@ -508,6 +509,9 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: C
         return
     if all(record["phase"] == SUCCEEDED for record in records):
         rows = sum(record.get("result", {}).get("rowsOut", 0) for record in records)
+        published = next((record["result"]["output"] for record in records if "output" in record.get("result", {})), None)
+        if published is not None:  # what `sabot results --cluster` and users read: where the result is
+            status["output"] = published
         _finish(job, plan, SUCCEEDED, "Succeeded", f"all {len(records)} agents succeeded on attempt {attempt} ({rows} rows)", now)
         return
     if not drifted:

@@ -180,6 +180,15 @@ def test_retries_stop_at_the_limit():
     assert status["completionTime"] == timestamp(now)
 
 
+def test_the_published_result_agent_0_reports_is_the_jobs_output():
+    job = running(started()[0])
+    published = {"uri": "s3://results/wordcount/", "rows": 60, "parts": 3}
+    results = [{**agent_result(i, 10 * (i + 1)), **({"output": published} if i == 0 else {})} for i in range(3)]
+    _, plan = step(job, [pod(job, i, 1, phase="Succeeded", ready=False, message=json.dumps(results[i])) for i in range(3)])
+    assert plan.status["phase"] == "Succeeded" and plan.status["output"] == published
+    assert plan.status["agents"][0]["result"]["output"] == published
+
+
 def test_backoff_doubles_and_is_capped():
     spec = crd.spec_with_defaults({"retry": {"backoffSeconds": 10}})
     assert [retry_delay(spec, n) for n in (1, 2, 3)] == [10, 20, 40]
@@ -196,6 +205,8 @@ def test_all_agents_succeeded_means_succeeded_with_results():
     assert "60 rows" in condition(status, "Progressing")["message"]
     assert condition(status, "Degraded")["status"] == "False"
     assert not plan.delete_pods  # finished pods stay for `kubectl logs`
+
+    assert "output" not in status  # no agent reported a published result
 
     # TTL: kept until it expires, then deleted.
     _, plan = step(job, pods, T0 + timedelta(seconds=59))
