@@ -266,6 +266,7 @@ def test_example_output_equals_reference(realpods_cluster, operator, pod_s3, nam
     actual = read_output(pod_s3, output, agents)
     assert_equal_tables(actual, reference(job))
     assert sum(a["result"]["rowsOut"] for a in status["agents"]) == actual.num_rows
+    assert status["output"] == {"uri": output, "rows": actual.num_rows, "parts": agents}  # where `sabot results --cluster` looks
     assert metrics and "# TYPE sabot_shuffle_bytes" in metrics and f'job="{job["metadata"]["name"]}"' in metrics, \
         (metrics or "no /metrics scraped by pod IP while the job ran")[:2000]
     print(f"\n[realpods] {example.stem}: Succeeded in {elapsed:.1f}s on {agents} real pods", file=sys.stderr)
