@@ -3,10 +3,10 @@ other through the cluster DNS names the operator gives them, shuffle over Arrow 
 bridge and finish; the in-process operator reports Succeeded.
 
 - the e2e suite (tests/e2e, the one kind runs) against this cluster;
-- each example SabotJob with its result committed to the tier's S3 server (SeaweedFS on the bridge
-  address; the agents get its keys from a Secret through spec.storage.s3.credentialsSecret): equal to the
-  reference computed in one process with pyarrow; agent /metrics scraped by pod IP from the host (which
-  is on the bridge);
+- each example SabotJob with its file inputs read from and its result committed to the tier's S3
+  server (SeaweedFS on the bridge address; the agents get its keys from a Secret through
+  spec.storage.s3.credentialsSecret): equal to the reference computed in one process with pyarrow,
+  status.output naming it; agent /metrics scraped by pod IP from the host (which is on the bridge);
 - an agent killed mid-job (SIGKILL to its container's process) with agent replacement turned off: a
   retried attempt succeeds with the same output as the reference (test_chaos.py: replacement);
 - secure by default: agents in a namespace enforcing the restricted Pod Security Standard talk mutual
@@ -33,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.flight as flight
 import pytest
 import yaml
@@ -73,12 +74,13 @@ def output_volume(cluster, ns: str, job: dict) -> Path:
     return host_dir
 
 
-def on_real_pods(cluster, s3, ns: str, job: dict) -> tuple[dict, str]:
+def on_real_pods(cluster, s3, ns: str, job: dict, inputs_on: str = "volume") -> tuple[dict, str]:
     """The job rewired for this tier: the project image, never pulled; spill on a hostPath volume (a
     directory per agent); file inputs copied once onto a claim every agent mounts read-only at DATA
-    (spec.volumes: the operator refuses local paths no volume backs); the output on S3 (a bucket of its
-    own, `spec.storage.s3` with the Secret holding the keys), since agent 0 commits the result by moving
-    every agent's staged part into place. Returns the job and its output path."""
+    (spec.volumes: the operator refuses local paths no volume backs), or with inputs_on="s3" uploaded
+    next to the output; the output on S3 (a bucket of its own, `spec.storage.s3` with the Secret
+    holding the keys), since agent 0 commits the result by moving every agent's staged part into
+    place. Returns the job and its output path."""
     job = json.loads(json.dumps(job))
     spec = job["spec"]
     spec["image"] = cluster.image
@@ -86,15 +88,21 @@ def on_real_pods(cluster, s3, ns: str, job: dict) -> tuple[dict, str]:
     spec["spill"] = {"persistentVolumeClaim": {"claimName": "spill"}}
     output_volume(cluster, ns, job)
     pipeline = spec["pipeline"]
+    spec["storage"], path = s3.output_for(cluster, ns, job["metadata"]["name"])
     files = {name: source for name, source in pipeline["inputs"].items() if "path" in source and "://" not in source["path"]}
-    if files:
+    if files and inputs_on == "s3":
+        bucket = path[len("s3://"):].split("/", 1)[0]
+        for input_name, source in files.items():
+            local = (REPO / source["path"]).resolve()
+            pafs.copy_files(str(local), f"{bucket}/inputs/{input_name}", destination_filesystem=s3.filesystem())
+            source["path"] = f"s3://{bucket}/inputs/{input_name}/"
+    elif files:
         data_dir = cluster.node.workdir / "volumes" / f"{ns}-{job['metadata']['name']}-data"
         for input_name, source in files.items():
             shutil.copytree((REPO / source["path"]).resolve(), data_dir / input_name)  # world-readable, as in the checkout
             source["path"] = f"{DATA}/{input_name}/"
         hostpath_claim(cluster, ns, "data", data_dir, "ReadOnlyMany")
         spec["volumes"] = [{"name": "data", "mountPath": DATA, "persistentVolumeClaim": {"claimName": "data", "readOnly": True}}]
-    spec["storage"], path = s3.output_for(cluster, ns, job["metadata"]["name"])
     pipeline["output"] = {**pipeline.get("output", {"format": "parquet"}), "path": path}
     return job, path
 
@@ -256,7 +264,8 @@ def test_example_output_equals_reference(realpods_cluster, operator, pod_s3, nam
         if "path" in source and not (REPO / source["path"]).is_dir():
             # The Parquet example's input is made by its script (deterministic, gitignored).
             subprocess.run([sys.executable, str(REPO / "examples" / "make_sales_parquet.py")], check=True, timeout=300)
-    rewired, output = on_real_pods(realpods_cluster, pod_s3, namespace, job)
+    # file inputs from S3 here (test_volumes.py and test_chaos.py read theirs from a claim)
+    rewired, output = on_real_pods(realpods_cluster, pod_s3, namespace, job, inputs_on="s3")
     started = time.monotonic()
     status, metrics = run_job(realpods_cluster, namespace, rewired)
     elapsed = time.monotonic() - started
