@@ -146,20 +146,27 @@ def test_two_agent_pods_lost_at_once_are_both_replaced(realpods_cluster, operato
 
 
 def test_an_agent_lost_while_the_operator_is_down_is_replaced_when_it_is_back(realpods_cluster, operator_process, pod_s3, namespace, chaos_data, undisturbed):
-    """SIGKILL the operator as soon as the job runs; agent 2 hangs at the join and its liveness probe
-    fails it hungAfterSeconds later, while the operator is down (its peers wait for it); the operator
-    started again finds the lost agent and replaces it, creating nothing twice."""
+    """SIGKILL the operator as soon as it created the agents (they run, and agent 2 hangs at the join
+    within a second of starting: waiting for the job to be Running could let the operator replace it
+    first); agent 2's liveness probe fails it hungAfterSeconds later, while the operator is down (its
+    peers wait for it); the operator started again finds the lost agent and replaces it, creating
+    nothing twice."""
     name = "chaos"
     job, output = chaos_job(realpods_cluster, pod_s3, namespace, chaos_data, name, ["2:task:1:stop"], {"hungAfterSeconds": HUNG_AFTER_SECONDS})
     realpods_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
-    wait_for(lambda: status_of(realpods_cluster, namespace, name).get("phase") == "Running", JOB_TIMEOUT, interval=0.1, what="the job Running")
+    wait_for(lambda: len(agent_pods(realpods_cluster, namespace, name)) == AGENTS, JOB_TIMEOUT, interval=0.1, what="the agents' pods created")
     operator_process.kill()
     try:
         def agent_2_failed():
             return any(pod["metadata"]["labels"]["sabot.io/agent-index"] == "2" and pod["status"].get("phase") == "Failed"
                        for pod in agent_pods(realpods_cluster, namespace, name))
 
-        wait_for(agent_2_failed, JOB_TIMEOUT, what="agent 2's pod Failed while the operator is down")
+        try:
+            wait_for(agent_2_failed, JOB_TIMEOUT, what="agent 2's pod Failed while the operator is down")
+        except TimeoutError as error:
+            states = {pod["metadata"]["name"]: (pod["status"].get("phase"), pod["status"].get("containerStatuses"))
+                      for pod in agent_pods(realpods_cluster, namespace, name)}
+            raise AssertionError(f"{error}\npods: {states}\nagent logs:\n{agent_logs(realpods_cluster, namespace, name)}") from None
         assert "replacements" not in status_of(realpods_cluster, namespace, name)  # nobody acted on it yet
     finally:
         operator_process.start()
