@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from sabot_agent.security import AgentTLS
-from sabot_agent.store import CHECKSUM_MASK
 from sabot_agent.tickets import PartitionKey
 
 # transient transport failures worth retrying; anything else (invalid ticket, unknown shuffle) is final
@@ -113,19 +112,12 @@ class ShuffleClient:
             f"{what} on peer {peer_index} ({self.peers[peer_index]}) failed after {attempts} attempts: {_first_line(last_error)}"
         ) from last_error
 
-    def fetch(self, peer_index: int, shuffle_id: str, partition_id: int, checksum: Callable[[pa.RecordBatch], int]) -> tuple[pa.Table, int]:
-        """Every sealed batch of a partition from a peer (DoGet) and the checksum of its rows (the sum of
-        `checksum` over its batches modulo 2**64), computed batch by batch as they arrive, so verifying
-        overlaps the transfer (gRPC keeps receiving while a batch is checked); raises on any error."""
+    def fetch(self, peer_index: int, shuffle_id: str, partition_id: int) -> pa.Table:
+        """Every sealed batch of a partition from a peer (DoGet); raises on any error."""
         ticket = flight.Ticket(PartitionKey.for_shuffle(shuffle_id, partition_id).encode())
 
-        def get(connection: flight.FlightClient) -> tuple[pa.Table, int]:
-            reader = connection.do_get(ticket, options=self._options())
-            batches, total = [], 0
-            for chunk in reader:
-                batches.append(chunk.data)
-                total += checksum(chunk.data)
-            return pa.Table.from_batches(batches, reader.schema), total & CHECKSUM_MASK
+        def get(connection: flight.FlightClient) -> pa.Table:
+            return connection.do_get(ticket, options=self._options()).read_all()
 
         return self._with_retries(peer_index, f"DoGet of partition {partition_id} of {shuffle_id!r}", get)
 

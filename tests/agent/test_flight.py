@@ -123,7 +123,7 @@ def test_malformed_and_unknown_requests_get_clear_errors_and_the_server_keeps_se
 def test_an_unreachable_peer_raises_after_bounded_retries():
     client = ShuffleClient(["127.0.0.1:9"], max_attempts=2, backoff_seconds=0.01, call_timeout=2)
     with pytest.raises(ShuffleError, match="failed after 2 attempts"):
-        client.fetch(0, stage_shuffle_id(JOB, 0, 0), 0, require_native().batch_checksum)
+        client.fetch(0, stage_shuffle_id(JOB, 0, 0), 0)
     with pytest.raises(ShuffleError, match="peers not reachable"):
         client.wait_ready(0.3)
 
@@ -144,7 +144,7 @@ def test_http_endpoints_and_metrics(producer):
     _, peer, http_port = producer(rows=5000)
     reader_of(peer).read(0, 1)
     with pytest.raises(ShuffleError):
-        ShuffleClient([peer]).fetch(0, "no-such/attempt-0/stage", 2, require_native().batch_checksum)
+        ShuffleClient([peer]).fetch(0, "no-such/attempt-0/stage", 2)
 
     def get(path: str):
         try:

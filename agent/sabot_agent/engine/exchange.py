@@ -328,10 +328,10 @@ class ExchangeReader:
         shuffle = self.shuffle(stage)
         if producer == self.agent_index:
             table = self.store.read_table(shuffle, [partition])
-            checksum = combine_checksums(self._checksum(batch) for batch in table.to_batches())
         else:
-            table, checksum = self.client.fetch(producer, shuffle, partition, self._checksum)
+            table = self.client.fetch(producer, shuffle, partition)
         rows = table.num_rows
+        checksum = combine_checksums(self._checksum(batch) for batch in table.to_batches())
         if rows != claim["rows"] or checksum != claim["checksum"]:
             raise ExchangeError(
                 f"partition {partition} of stage {stage} from agent {producer}: {rows} rows arrived, the producer sealed {claim['rows']}"
