@@ -112,3 +112,13 @@ def test_a_failpoint_without_marker_fires_only_in_the_first_instance():
     failpoints.arm("1:done:kill", replacement=0)
     assert failpoints._armed == {(1, "done"): ("kill", "")}
     failpoints.arm("", replacement=0)
+
+
+def test_a_malformed_failpoint_is_one_line_before_the_agent_starts(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "sabot_agent", "--serve", "--flight-port", "0", "--http-port", "0", "--termination-log", str(tmp_path / "reason")],
+        capture_output=True, text=True, timeout=60, env=dict(child_env(), **{FAILPOINT_ENV: "1:reading:kill"}),
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == ["sabot-agent: error: SABOT_FAILPOINT: '1:reading:kill' is not <agent>:<point>:<action>[:<marker file>]"]
+    assert "Traceback" not in completed.stderr
