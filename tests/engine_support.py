@@ -25,10 +25,12 @@ TPCH_QUERIES = REPO / "examples" / "tpch" / "queries"
 FLOAT_TOLERANCE = 1e-9
 
 
-def write_tpch(directory: Path, scale: float) -> Path:
-    """TPC-H at a scale factor as tpchgen-cli writes it (string_view, decimal128, date32, int32)."""
+def write_tpch(directory: Path, scale: float, parts: int | None = None) -> Path:
+    """TPC-H at a scale factor as tpchgen-cli writes it (string_view, decimal128, date32, int32): a file
+    `<table>.parquet` each, or with `parts` a directory `<table>/` each, of up to that many files."""
     tool = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
-    subprocess.run([tool, "parquet", "-s", f"{scale:g}", "--output-dir", str(directory)], check=True, capture_output=True)
+    split = ["--parts", str(parts)] if parts else []
+    subprocess.run([tool, "parquet", "-s", f"{scale:g}", *split, "--output-dir", str(directory)], check=True, capture_output=True)
     return directory
 
 
