@@ -99,13 +99,14 @@ def raw_doget(port: int) -> float:
     return seconds
 
 
-def agent_pull(peer: str, tls: AgentTLS | None = None) -> float:
-    """A consumer (agent 1 of 2) pulling every partition of the producer's output, verified."""
+def agent_pull(peer: str, executor, tls: AgentTLS | None = None) -> float:
+    """A consumer (agent 1 of 2) pulling every partition of the producer's output, verified as an agent
+    verifies: the checksum of each partition morsel-parallel on the agent's executor."""
     import sabot_native
 
     client = ShuffleClient([peer, "127.0.0.1:9"], tls=tls)
     store = PartitionStore(None, "/nonexistent", sabot_native.batch_checksum)
-    reader = ExchangeReader(JOB, 0, 1, store, client, sabot_native.batch_checksum, lambda stage: [0],
+    reader = ExchangeReader(JOB, 0, 1, store, client, lambda table: sabot_native.batch_checksum(table, executor), lambda stage: [0],
                             lambda stage: list(range(PARTITIONS)), 60.0)  # fmt: skip
     reader.schema(0)  # connection and seal outside the timed region
     started = time.perf_counter()
@@ -175,6 +176,9 @@ def main() -> int:
     args = parser.parse_args()
     # this process consumes as an agent does: with the agent's allocator settings (see retain_freed_memory)
     retain_freed_memory()
+    import sabot_native
+
+    executor = sabot_native.MorselExecutor(threads=sabot_native.default_thread_count())  # as an agent's
     rows = (args.megabytes << 20) // ROW_BYTES
     table = sample_table(rows, batch_rows=64 * 1024)
     nbytes = table.nbytes
@@ -195,12 +199,12 @@ def main() -> int:
         producer_files, consumer_files = files[0], files[1]
         consumer_tls = AgentTLS.load(*consumer_files[1::2])
         with Producer(Path(spill) / "a", rows=rows, batch_rows=64 * 1024, partitions=PARTITIONS, wait_sealed=True) as producer:
-            large = median_seconds(lambda: agent_pull(producer.peer))
+            large = median_seconds(lambda: agent_pull(producer.peer, executor))
         with Producer(Path(spill) / "b", rows=rows, batch_rows=2 * 1024, partitions=PARTITIONS, wait_sealed=True) as producer:
-            small = median_seconds(lambda: agent_pull(producer.peer))
+            small = median_seconds(lambda: agent_pull(producer.peer, executor))
         with Producer(Path(spill) / "c", rows=rows, batch_rows=64 * 1024, partitions=PARTITIONS, wait_sealed=True,
                       tls=producer_files[1::2]) as producer:  # fmt: skip
-            secure = median_seconds(lambda: agent_pull(producer.peer, consumer_tls))
+            secure = median_seconds(lambda: agent_pull(producer.peer, executor, consumer_tls))
             cipher = negotiated_cipher(producer.peer, consumer_tls)
     rates = {name: nbytes / seconds / 1e9 for name, seconds in
              (("doput", doput), ("doget", doget), ("large", large), ("small", small), ("secure", secure))}  # fmt: skip

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("job")
     explain = commands.add_parser("explain", help="print the job's distributed plan: stages, exchanges, operators, estimates")
     explain.add_argument("job")
+    explain.add_argument("--json", action="store_true",
+                         help="print the plan in its serialized form (what every agent derives) with its fingerprint, as one JSON object")
     for command in (validate, explain):
         command.add_argument("--agents", type=integer_in(1, MAX_AGENTS), help="number of agents (default: spec.agents)")
         command.add_argument("--slots", type=integer_in(1, MAX_SLOTS), help="task slots per agent (default: spec.slotsPerAgent)")
@@ -74,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         job = load_job_file(args.job, resolve_schema)
         agents = args.agents if args.agents is not None else job.agents
         slots = args.slots if args.slots is not None else job.slots_per_agent
-        plan, _ = plan_job_inputs(job, agents, slots)
+        plan, infos = plan_job_inputs(job, agents, slots)
     except JobSpecError as exc:
         return _rejected(str(exc), "; ".join(exc.problems), getattr(args, "json", False))
     if args.command == "validate":
         print(f"{args.job}: valid SabotJob {job.name!r} ({len(plan.stages)} stages on {agents} agents)")
+        return 0
+    if args.command == "explain" and args.json:
+        from sabot_agent.plan.job import plan_fingerprint
+
+        print(json.dumps({"job": job.name, "agents": agents, "slots": slots, "fingerprint": plan_fingerprint(plan, infos),
+                          "plan": json.loads(plan.to_json())}))  # fmt: skip
         return 0
     if args.command == "explain":
         from sabot_agent.plan.explain import explain
@@ -299,11 +307,12 @@ def _print_report(job: JobSpec, summary: dict, stream) -> None:
         print(f"{result['agent']:>5} {result['rows_in']:>12,} {result['rows_out']:>10,} {result['bytes_shuffled'] / 1e6:>11.2f} "
               f"{result['spilled_bytes'] / 1e6:>11.2f} {seconds}", file=stream)  # fmt: skip
     print("\nstages (summed over agents; seconds of the slowest)", file=stream)
-    print(f"{'stage':>5} {'tasks':>7} {'rows in':>14} {'rows out':>14} {'seconds':>9}", file=stream)
+    print(f"{'stage':>5} {'tasks':>7} {'rows in':>14} {'rows out':>14} {'MB in':>9} {'MB out':>9} {'seconds':>9}", file=stream)
     for index in range(len(summary["agents"][0].get("stages", []))):
         per_agent = [result["stages"][index] for result in summary["agents"]]
         print(f"{index:>5} {sum(s['tasks'] for s in per_agent):>7} {sum(s['rows_in'] for s in per_agent):>14,} "
-              f"{sum(s['rows_out'] for s in per_agent):>14,} {max(s['seconds'] for s in per_agent):>9.3f}", file=stream)  # fmt: skip
+              f"{sum(s['rows_out'] for s in per_agent):>14,} {sum(s['bytes_in'] for s in per_agent) / 1e6:>9.2f} "
+              f"{sum(s['bytes_out'] for s in per_agent) / 1e6:>9.2f} {max(s['seconds'] for s in per_agent):>9.3f}", file=stream)  # fmt: skip
 
 
 def _table_text(table) -> str:

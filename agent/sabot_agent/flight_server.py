@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -100,6 +101,11 @@ class ShuffleFlightServer(flight.FlightServerBase):
         self._agent_count = agent_count
         self._tls = tls
         self._instance = instance  # named in every seal: a consumer tells a replacement's seal from the lost agent's
+        # (shuffle, partition) pairs whose seal this server has answered: agent 0 learns from its done
+        # marker's entry for a peer that the peer was told the job is over
+        self._told: set[tuple[str, int]] = set()
+        self._told_changed = threading.Condition()
+        self._plan = ""  # the job's plan fingerprint (plan.job.plan_fingerprint), named in every seal
 
     def _serve(self, method: str, context, body: Callable):
         """Run a handler's body for an allowed caller, count it, and turn every failure into a one-line FlightError."""
@@ -170,9 +176,17 @@ class ShuffleFlightServer(flight.FlightServerBase):
         if found is None:
             return {"sealed": False}
         schema, claims = found
+        with self._told_changed:
+            self._told.update((shuffle_id, p) for p in partitions)
+            self._told_changed.notify_all()
         empty = {"rows": 0, "bytes": 0, "checksum": 0}
-        return {"sealed": True, "schema": schema_to_text(schema), "instance": self._instance,
+        return {"sealed": True, "schema": schema_to_text(schema), "instance": self._instance, "plan": self._plan,
                 "partitions": {str(p): claims.get(p, empty) for p in partitions}}  # fmt: skip
+
+    def wait_told(self, shuffle_id: str, partition: int, timeout: float) -> bool:
+        """Whether this server answered a poll of `partition` of a sealed output, waiting up to `timeout`."""
+        with self._told_changed:
+            return self._told_changed.wait_for(lambda: (shuffle_id, partition) in self._told, timeout)
 
     def list_flights(self, context, criteria):
         def listing():
@@ -185,6 +199,9 @@ class ShuffleFlightServer(flight.FlightServerBase):
             return infos
 
         return iter(self._serve("ListFlights", context, listing))
+
+    def set_plan_fingerprint(self, fingerprint: str) -> None:
+        self._plan = fingerprint
 
     def set_advertised_location(self, location: str) -> None:
         self._advertised = location

@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from sabot_agent import failpoints
 from sabot_agent.client import ShuffleClient, location_of
-from sabot_agent.engine.exchange import ExchangeReader, JobAlreadyFinished, Recovery, await_done, await_peers_gone, collect_done, seal_done
+from sabot_agent.engine.exchange import (ExchangeReader, JobAlreadyFinished, Recovery, await_done, await_peers_told, collect_done, done_marker,
+                                         seal_done)
 from sabot_agent.engine.stages import StageProgress, StageRunner
 from sabot_agent.flight_server import ShuffleFlightServer
 from sabot_agent.http_server import AgentHttpServer
@@ -27,7 +28,7 @@ from sabot_agent.inputs import InputInfo
 from sabot_agent.jobspec import JobSpec
 from sabot_agent.metrics import AgentMetrics
 from sabot_agent.output import Part, ResultLocation, part_name
-from sabot_agent.plan.job import plan_job_inputs
+from sabot_agent.plan.job import plan_fingerprint, plan_job_inputs
 from sabot_agent.plan.physical import DistributedPlan
 from sabot_agent.security import AgentTLS
 from sabot_agent.store import PartitionStore, combine_checksums
@@ -156,9 +157,11 @@ class Agent:
             if recovery.replaceable and recovery.finished():
                 raise JobAlreadyFinished()  # a replacement started after the job ended
             plan, infos = self._phase(phases, "plan", plan_job_inputs, job, config.agent_count, config.slots)
+            fingerprint = plan_fingerprint(plan, infos)
+            self.flight.set_plan_fingerprint(fingerprint)
             self._phase(phases, "check output", result.check)
             self._phase(phases, "connect", client.wait_ready, config.startup_timeout)
-            stages = self._stage_runner(plan, infos, client, recovery)
+            stages = self._stage_runner(plan, infos, client, recovery, fingerprint)
             tables = self._phase(phases, "stages", stages.run)
             output = pa.concat_tables(tables) if tables else None
             checksum = combine_checksums(self.native.batch_checksum(batch) for batch in (output.to_batches() if output is not None else []))
@@ -210,7 +213,7 @@ class Agent:
         if config.agent_index != 0:
             seal_done(self.store, job.name, config.attempt, config.agent_index, claim)
             failpoints.reached(config.agent_index, "done")
-            await_done(client, job.name, config.attempt, config.shuffle_timeout, recovery)
+            await_done(client, job.name, config.attempt, config.agent_index, config.shuffle_timeout, recovery)
             return None
         parts = {0: claim} if claim else {}
         parts.update(collect_done(client, job.name, config.attempt, config.agent_count, config.shuffle_timeout, recovery))
@@ -218,7 +221,8 @@ class Agent:
         manifest = result.publish(config.attempt, staged)
         seal_done(self.store, job.name, config.attempt, config.agent_index, claim)
         failpoints.reached(config.agent_index, "done")
-        await_peers_gone(client, config.agent_count, config.shuffle_timeout)
+        marker = done_marker(job.name, config.attempt)
+        await_peers_told(lambda peer, wait: self.flight.wait_told(marker, peer, wait), client, config.agent_count, config.shuffle_timeout)
         return manifest
 
     def _phase(self, phases: dict, name: str, body, *args):
@@ -235,7 +239,8 @@ class Agent:
         finally:
             phases[name] = phases.get(name, 0.0) + time.monotonic() - started
 
-    def _stage_runner(self, plan: DistributedPlan, infos: dict[str, InputInfo], client: ShuffleClient, recovery: Recovery) -> StageRunner:
+    def _stage_runner(self, plan: DistributedPlan, infos: dict[str, InputInfo], client: ShuffleClient, recovery: Recovery,
+                      fingerprint: str) -> StageRunner:
         config = self.config
 
         def producers(stage: int) -> list[int]:
@@ -248,8 +253,12 @@ class Agent:
                 return [p for p in range(exchange.partitions) if p % config.agent_count == config.agent_index]
             return [config.agent_index] if exchange.kind == "forward" else [0]
 
-        reader = ExchangeReader(self.job.name, config.attempt, config.agent_index, self.store, client, self.native.batch_checksum,
-                                producers, wanted, config.shuffle_timeout, on_fetch=self._fetched, recovery=recovery)  # fmt: skip
+        def checksum(table: pa.Table) -> int:
+            return self.native.batch_checksum(table, self.executor)
+
+        reader = ExchangeReader(self.job.name, config.attempt, config.agent_index, self.store, client, checksum,
+                                producers, wanted, config.shuffle_timeout, on_fetch=self._fetched, recovery=recovery,
+                                plan_fingerprint=fingerprint)  # fmt: skip
         return StageRunner(
             job=self.job, plan=plan, infos=infos, agent_index=config.agent_index, agent_count=config.agent_count, attempt=config.attempt,
             store=self.store, reader=reader, slots=self.slots, slot_count=config.slots, native=self.native, executor=self.executor,

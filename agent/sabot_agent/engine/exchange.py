@@ -107,16 +107,17 @@ def collect_done(client, job: str, attempt: int, agent_count: int, timeout: floa
     return parts
 
 
-def await_done(client, job: str, attempt: int, timeout: float, recovery: Recovery) -> None:
+def await_done(client, job: str, attempt: int, agent_index: int, timeout: float, recovery: Recovery) -> None:
     """A non-zero agent: keep serving this agent's stage outputs until agent 0's done marker, sealed
-    only after every agent sealed theirs and the result is published, says the job is over. Agent 0
+    only after every agent sealed theirs and the result is published, says the job is over. The poll
+    asks for the marker's entry of this agent, which tells agent 0 that this agent knows. Agent 0
     gone: the wait ends once the result is published (it died after publishing) or, without
     replacements, at once (agent 0 failed: its own exit code tells)."""
     marker = done_marker(job, attempt)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if client.stage_status(0, marker, [], STATUS_POLL_SECONDS, attempts=1).get("sealed"):
+            if client.stage_status(0, marker, [agent_index], STATUS_POLL_SECONDS, attempts=1).get("sealed"):
                 return
         except ShuffleError as exc:
             if not recovery.replaceable:
@@ -130,17 +131,17 @@ def await_done(client, job: str, attempt: int, timeout: float, recovery: Recover
             raise ExchangeError(f"agent 0 did not finish within {timeout:g}s")
 
 
-def await_peers_gone(client, agent_count: int, timeout: float) -> None:
-    """Agent 0, once its done marker is sealed: keep serving it until every peer has seen it and exited
-    (stopped answering), or until `timeout`; the result is published either way."""
+def await_peers_told(told: Callable[[int, float], bool], client, agent_count: int, timeout: float) -> None:
+    """Agent 0, once its done marker is sealed: keep serving it until every peer has been told (agent
+    0 answered the peer's poll of the marker: `told(peer, wait)`) or has stopped answering, or until
+    `timeout`; the result is published either way."""
     deadline = time.monotonic() + timeout
     for peer in range(1, agent_count):
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not told(peer, RECOVERY_POLL_SECONDS):
             try:
                 client.action(peer, "health", timeout=STATUS_POLL_SECONDS, attempts=1)
             except ShuffleError:
                 break
-            time.sleep(RECOVERY_POLL_SECONDS)
 
 
 def schema_to_text(schema: pa.Schema) -> str:
@@ -240,8 +241,10 @@ class ExchangeReader:
 
     def __init__(self, job: str, attempt: int, agent_index: int, store: PartitionStore, client, checksum: Callable,
                  producers: Callable[[int], list[int]], wanted: Callable[[int], list[int]], timeout: float,
-                 on_fetch: Callable[[int, int, int, bool], None] | None = None, recovery: Recovery = Recovery()):  # fmt: skip
+                 on_fetch: Callable[[int, int, int, bool], None] | None = None, recovery: Recovery = Recovery(),
+                 plan_fingerprint: str = ""):  # fmt: skip
         self.job = job
+        self.plan_fingerprint = plan_fingerprint  # producers must name the same in their seals ("": not checked)
         self.attempt = attempt
         self.agent_index = agent_index
         self.store = store
@@ -278,6 +281,7 @@ class ExchangeReader:
                     continue
                 seal = None
                 if answer.get("sealed"):
+                    self._check_plan(producer, answer.get("plan", ""))
                     claims = {int(pid): claim for pid, claim in answer["partitions"].items()}
                     seal = _Seal(schema_from_text(answer["schema"]), claims, answer.get("instance", ""))
             if seal is not None:
@@ -286,6 +290,13 @@ class ExchangeReader:
                 return seal
             if time.monotonic() >= deadline:
                 raise ExchangeError(f"agent {producer} did not finish stage {stage} within {self.timeout:g}s")
+
+    def _check_plan(self, producer: int, theirs: str) -> None:
+        if self.plan_fingerprint and theirs != self.plan_fingerprint:
+            raise ExchangeError(
+                f"agent {producer} planned this job differently (plan {theirs or 'unknown'}, this agent's {self.plan_fingerprint}): "
+                "the agents saw different input files or run different versions"
+            )
 
     def schema(self, stage: int) -> pa.Schema:
         return self._seal(stage, self._producers(stage)[0]).schema
@@ -331,7 +342,7 @@ class ExchangeReader:
         else:
             table = self.client.fetch(producer, shuffle, partition)
         rows = table.num_rows
-        checksum = combine_checksums(self._checksum(batch) for batch in table.to_batches())
+        checksum = self._checksum(table)  # of the whole table: the sum over its batches, computed morsel-parallel
         if rows != claim["rows"] or checksum != claim["checksum"]:
             raise ExchangeError(
                 f"partition {partition} of stage {stage} from agent {producer}: {rows} rows arrived, the producer sealed {claim['rows']}"

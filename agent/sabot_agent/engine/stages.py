@@ -35,12 +35,15 @@ class StageProgress:
     rows_scanned: int = 0  # rows read from the job's inputs
     rows_in: int = 0  # rows read from inputs and exchanges
     rows_out: int = 0
+    bytes_in: int = 0  # Arrow bytes read from exchanges (the agent's own outputs and its peers')
+    bytes_out: int = 0  # Arrow bytes written to the stage's exchange output
     seconds: float = 0.0
     state: str = "waiting"
 
     def as_dict(self) -> dict:
         return {"stage": self.stage, "state": self.state, "tasks": self.tasks, "tasks_done": self.tasks_done, "exchanged": self.exchanged,
-                "rows_scanned": self.rows_scanned, "rows_in": self.rows_in, "rows_out": self.rows_out, "seconds": round(self.seconds, 4)}  # fmt: skip
+                "rows_scanned": self.rows_scanned, "rows_in": self.rows_in, "rows_out": self.rows_out, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "seconds": round(self.seconds, 4)}  # fmt: skip
 
 
 @dataclass
@@ -106,6 +109,7 @@ class StageRunner:
                 table = execute(stage.root, self._task_inputs(stage, task))
                 if output is not None:
                     output.write(table)
+                    self._update(stage.id, bytes_out=table.nbytes)
                 else:
                     with self._lock:
                         results.append(table)
@@ -123,7 +127,7 @@ class StageRunner:
         with self._lock:
             progress = self.progress[stage_id]
             for name, value in values.items():
-                if name in ("tasks_done", "rows_scanned", "rows_in", "rows_out"):
+                if name in ("tasks_done", "rows_scanned", "rows_in", "rows_out", "bytes_in", "bytes_out"):
                     setattr(progress, name, getattr(progress, name) + value)
                 else:
                     setattr(progress, name, value)
@@ -181,7 +185,7 @@ class StageRunner:
                 table = self.reader.read(op.stage, self.agent_index)
             else:
                 table = self.reader.read(op.stage, 0)
-            self._update(stage.id, rows_in=table.num_rows)
+            self._update(stage.id, rows_in=table.num_rows, bytes_in=table.nbytes)
             return table
 
         return TaskInputs(scan=scan, exchange=exchange, aggregate=self._aggregate, replicated=lambda op: self._replicated(stage, op))
@@ -219,7 +223,7 @@ class StageRunner:
 
         def fetch() -> pa.Table:
             table = self.reader.read(upstream, 0)
-            self._update(stage_id, rows_in=table.num_rows)
+            self._update(stage_id, rows_in=table.num_rows, bytes_in=table.nbytes)
             return table
 
         return self._shared_table(("broadcast", upstream), fetch)

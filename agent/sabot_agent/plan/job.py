@@ -112,3 +112,17 @@ def plan_job_inputs(job: JobSpec, agents: int, slots: int):
         return plan_job(job, agents, slots, schemas, stats), infos
     except PlanError as exc:
         raise JobSpecError([str(exc)]) from None
+
+
+def plan_fingerprint(plan, infos) -> str:
+    """What every agent of a job must agree on before exchanging anything: the distributed plan and the
+    units (files, row groups, rows) of every input it shares out. Agents plan on their own; two that
+    listed an input at different moments (a file added to a directory or an S3 prefix in between)
+    would split it differently and silently lose or double rows. Exchanged in every stage seal."""
+    import hashlib
+
+    digest = hashlib.sha256(plan.to_json().encode())
+    for name in sorted(infos):
+        for unit in infos[name].units:
+            digest.update(f"\n{name}\t{unit.path}\t{unit.index}\t{unit.rows}".encode())
+    return digest.hexdigest()[:16]

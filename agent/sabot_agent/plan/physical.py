@@ -301,7 +301,7 @@ def _op_from_json(node: dict[str, Any]) -> Op:
 
 def _stage_json(stage: Stage) -> dict:
     output = None if stage.output is None else {"kind": stage.output.kind, "keys": stage.output.keys, "partitions": stage.output.partitions}
-    return {"id": stage.id, "single": stage.single, "estimatedRows": round(stage.estimated_rows, 1), "output": output,
+    return {"id": stage.id, "single": stage.single, "estimatedRows": round(float(stage.estimated_rows), 1), "output": output,
             "root": _op_json(stage.root)}  # fmt: skip
 
 
