@@ -1,8 +1,10 @@
 """The operator's own check of a SabotJob, for clusters that do not run the CRD's CEL rules.
 
 Each problem names its field ("spec.metricsPort: ..."), so the Degraded condition and the Event
-tell the user exactly what to fix. One check is the operator's alone, beyond the CRD: local input and
-output paths must lie on a volume of spec.volumes (volumes.path_problems).
+tell the user exactly what to fix. Two checks are the operator's alone, beyond the CRD: local input and
+output paths must lie on a volume of spec.volumes (volumes.path_problems), and the job's query is
+planned by the agents' planner as far as it can be without reading file inputs
+(plan.sql_check.job_sql_problems: syntax, unknown tables, and everything over generated inputs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from sabot_agent.jobspec import JobSpecError, field_path, validate_job
+from sabot_agent.plan.sql_check import job_sql_problems
 
 from . import builders, crd, volumes
 
@@ -27,7 +30,7 @@ def _schema_problem(error: jsonschema.ValidationError) -> str:
 
 def spec_problems(job: dict[str, Any]) -> list[str]:
     """Every problem of the job: the CRD schema, its CEL rules and the volumes of local paths, then the
-    pipeline's own semantics."""
+    pipeline's own semantics, then its query."""
     problems = sorted({_schema_problem(error) for error in _SCHEMA_VALIDATOR.iter_errors(job)})
     if problems:
         return problems
@@ -41,7 +44,7 @@ def spec_problems(job: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     try:
-        validate_job(builders.agent_job_document(defaulted))
+        job_spec = validate_job(builders.agent_job_document(defaulted))
     except JobSpecError as error:
         return list(error.problems)
-    return []
+    return job_sql_problems(job_spec)

@@ -102,3 +102,69 @@ def test_local_runs_keep_local_paths():
     and local paths are this machine's."""
     job = files_job("examples/data/sales/", "out/sales/", [DATA])
     assert spec_problems(job) and validate_job(job).output.path == "out/sales/"
+
+
+# --- the query, planned before anything is created (plan.sql_check) -----------------------------------
+
+FILE_INPUTS = {"orders": {"format": "parquet", "path": "s3://lake/orders/"}, "customers": {"format": "parquet", "path": "s3://lake/customers/"}}
+REGIONS_INPUT = {"regions": {"generate": {"rows": 10, "columns": {"region": {"type": "string"}, "manager": {"type": "string"}}}}}
+
+
+def sql_job(sql: str, inputs: dict | None = None) -> dict:
+    return sabot_job(spec_patch={"pipeline": {"aggregate": None, "sql": sql, "inputs": inputs or FILE_INPUTS}})
+
+
+@pytest.mark.parametrize("sql, problem", [
+    ("SELECT region, sum(amount)\nFROM orders\nWHERE amount >\n  GROUP BY region",
+     "spec.pipeline.sql: syntax error at line 4, column 9: Expected: end of statement, found: BY"),
+    ("SELECT id,, amount FROM orders", "spec.pipeline.sql: syntax error at line 1, column 11: Expected: an expression, found: ,"),
+    ("SELECT id FROM orderz", "spec.pipeline.sql: unknown table 'orderz' (tables: customers, orders, sales)"),
+    # the outer query's columns are unknown, yet the subquery's table is found
+    ("SELECT id FROM orders WHERE customer IN (SELECT id FROM customer)",
+     "spec.pipeline.sql: unknown table 'customer' (tables: customers, orders, sales)"),
+    ("WITH big AS (SELECT * FROM orders WHERE amount > 100) SELECT * FROM big JOIN custs ON big.customer = custs.id",
+     "spec.pipeline.sql: unknown table 'custs' (tables: customers, orders, sales)"),
+    ("CREATE TABLE copy (id INT)", "spec.pipeline.sql: DDL not supported"),
+    ("SELECT 1 FROM orders; SELECT 2", "spec.pipeline.sql: The context currently only supports a single SQL statement"),
+])  # fmt: skip
+def test_schema_free_query_problems_are_found_over_file_inputs(sql, problem):
+    problems = spec_problems(sql_job(sql, {**FILE_INPUTS, "sales": {"generate": None, "format": "parquet", "path": "s3://lake/sales/"}}))
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT region, sum(amount) FROM orders GROUP BY region",
+    "SELECT o.id, c.name FROM orders o JOIN customers c ON o.customer = c.id WHERE c.name LIKE 'A%'",
+    "WITH orders AS (SELECT 1 AS id) SELECT id FROM orders",  # a CTE's name is not a table
+    # what DataFusion finds only once it planned a table of a file input is the agents' to find: columns,
+    # functions, constructs Sabot does not support, statements other than a query that name a table
+    "SELECT no_such_column, no_such_function(amount), sum(amount) OVER (PARTITION BY region) FROM orders",
+    "DELETE FROM orders",
+])  # fmt: skip
+def test_a_valid_query_over_file_inputs_passes(sql):
+    assert spec_problems(sql_job(sql)) == []
+
+
+@pytest.mark.parametrize("sql, problem", [
+    ("SELECT region, sum(amount) FROM sales GROUP BY region", None),
+    ("SELECT s.region, r.manager FROM sales s JOIN regions r ON s.region = r.region", None),
+    ("SELECT nope FROM sales", "spec.pipeline.sql: unknown column nope (columns: sales.region, sales.amount)"),
+    ("SELECT region, sum(amount) OVER (PARTITION BY region) FROM sales", "spec.pipeline.sql: window functions are not supported yet"),
+    ("SELECT region, count(*) FROM sales GROUP BY ROLLUP (region)", "spec.pipeline.sql: GROUPING SETS, ROLLUP and CUBE are not supported yet"),
+])  # fmt: skip
+def test_a_query_over_generated_inputs_is_planned_completely(sql, problem):
+    problems = spec_problems(sql_job(sql, REGIONS_INPUT))
+    assert problems == [] if problem is None else (len(problems) == 1 and problems[0].startswith(problem)), problems
+
+
+def test_tables_of_known_schemas_are_enough_when_the_query_uses_only_them():
+    problems = spec_problems(sql_job("SELECT manager FROM regions WHERE boss = 'x'", {**FILE_INPUTS, **REGIONS_INPUT}))
+    assert len(problems) == 1 and problems[0].startswith("spec.pipeline.sql: unknown column boss (columns: regions.region, regions.manager)")
+
+
+def test_the_short_forms_filters_are_checked_too():
+    problems = spec_problems(sabot_job(spec_patch={"pipeline": {"aggregate": {"where": "amount >"}}}))
+    assert len(problems) == 1 and problems[0].startswith("spec.pipeline.aggregate: syntax error at line 1"), problems
+    joined = {"aggregate": None, "inputs": REGIONS_INPUT, "join": {"left": "sales", "right": "regions", "on": ["region"], "where": "boss = 'x'"}}
+    problems = spec_problems(sabot_job(spec_patch={"pipeline": joined}))
+    assert len(problems) == 1 and problems[0].startswith("spec.pipeline.join: unknown column boss"), problems
