@@ -2,8 +2,9 @@
 
 With a job it runs the job and exits (0 with a JSON result on stdout, or 1 with a one-line reason on
 stderr and in the termination log; 2, reported the same way before anything starts, for a bad flag,
-SABOT_* variable or job file). With ``--serve`` and no job it only serves Flight and HTTP until
-SIGTERM/SIGINT (tests and benchmarks use that).
+SABOT_* variable or job file; 3, the same way, for a job that does not fit its inputs' schemas — a
+column they lack, a query the planner refuses — which every attempt would meet again). With
+``--serve`` and no job it only serves Flight and HTTP until SIGTERM/SIGINT (tests and benchmarks use that).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sabot_agent.settings import ENV, FAILPOINT_ENV, MAX_ATTEMPT, MAX_PORT, Argu
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 USAGE_ERROR = 2  # exit code of a bad flag, variable or job file, reported before anything starts
+JOB_REFUSED = 3  # exit code of a job its inputs' schemas refute (found before anything starts; deterministic)
 
 # flag name -> help; the environment variable of each is settings.ENV[name]
 _OPTIONS = {
@@ -189,18 +191,37 @@ def retain_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
 
 
+def _valid_without_schemas(path: str) -> bool:
+    """Whether the job file's problems appeared only once its inputs' schemas were read."""
+    try:
+        load_job_file(path)
+    except (JobSpecError, OSError):
+        return False
+    return True
+
+
 def _main(args: argparse.Namespace) -> int:
     from sabot_agent.inputs import resolve_schema
-    from sabot_agent.runner import Agent, AgentConfig, JobFailed
+    from sabot_agent.runner import Agent, AgentConfig, JobFailed, JobRefused
 
     if not args.job and not args.serve:
         return _fail("no job: give --job FILE (or SABOT_JOB), or --serve to only serve", args.termination_log, USAGE_ERROR)
     job = None
     if args.job:
+        unreadable = []
+
+        def read_schema(spec):
+            try:
+                return resolve_schema(spec)
+            except Exception:
+                unreadable.append(spec.name)  # perhaps only for now (storage): a usage error, retried
+                raise
+
         try:
-            job = load_job_file(args.job, resolve_schema)
+            job = load_job_file(args.job, read_schema)
         except JobSpecError as exc:
-            return _fail("; ".join(exc.problems), args.termination_log, USAGE_ERROR)
+            refused = not unreadable and _valid_without_schemas(args.job)
+            return _fail("; ".join(exc.problems), args.termination_log, JOB_REFUSED if refused else USAGE_ERROR)
     agent_count = args.agent_count if args.agent_count is not None else (job.agents if job else 1)
     slots = args.slots if args.slots is not None else (job.slots_per_agent if job else 1)
     threads = args.threads if args.threads is not None else (job.threads_per_agent if job else None)
@@ -270,6 +291,8 @@ def _main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             result = agent.run()
+        except JobRefused as exc:
+            return _fail(str(exc), args.termination_log, JOB_REFUSED)
         except JobFailed as exc:
             return _fail(str(exc), args.termination_log)
         line = json.dumps(result, separators=(",", ":"))

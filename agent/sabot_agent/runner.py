@@ -28,7 +28,7 @@ from sabot_agent.inputs import InputInfo
 from sabot_agent.jobspec import JobSpec
 from sabot_agent.metrics import AgentMetrics
 from sabot_agent.output import Part, ResultLocation, part_name
-from sabot_agent.plan.job import plan_fingerprint, plan_job_inputs
+from sabot_agent.plan.job import QueryRefused, plan_fingerprint, plan_job_inputs
 from sabot_agent.plan.physical import DistributedPlan
 from sabot_agent.security import AgentTLS
 from sabot_agent.store import PartitionStore, combine_checksums
@@ -56,6 +56,10 @@ class AgentConfig:
 
 class JobFailed(RuntimeError):
     """The job failed in a phase; the message is the one-line reason."""
+
+
+class JobRefused(JobFailed):
+    """The planner refused the job over its inputs' schemas, before anything ran; the message names the field."""
 
 
 class Agent:
@@ -233,6 +237,8 @@ class Agent:
             return body(*args)
         except (JobFailed, JobAlreadyFinished):
             raise
+        except QueryRefused as exc:
+            raise JobRefused("; ".join(exc.problems)) from exc
         except Exception as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise JobFailed(f"agent {self.config.agent_index}: {name} failed: {text}") from exc

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import jsonschema
 
 from sabot_agent import security
+from sabot_agent.agent import JOB_REFUSED
 from sabot_agent.jobspec import RecoverySpec
 
 from . import builders, crd
@@ -172,6 +173,13 @@ def lost_reason(pod: dict[str, Any]) -> str | None:
         except ValueError:
             return f"killed by signal {code - 128} (exit code {code})"
     return None
+
+
+def _refused_the_job(pod: dict[str, Any] | None) -> bool:
+    """The agent exited with JOB_REFUSED: a column or query its inputs' schemas refute, which the
+    operator (reading no inputs) could not see."""
+    terminated = _agent_terminated(pod) if pod is not None else None
+    return terminated is not None and terminated.get("exitCode") == JOB_REFUSED
 
 
 _RESULT_VALIDATOR = jsonschema.Draft7Validator(crd.RESULT_SCHEMA)
@@ -502,6 +510,13 @@ def _follow_attempt(job: dict[str, Any], pods: list[dict[str, Any]], children: C
     drifted = _report_spec_drift(job, plan, now)
     unschedulable = _report_scheduling(job, [current.get(record["index"]) for record in records], plan, now)
 
+    refused = [record for record in records if record["phase"] == FAILED and _refused_the_job(current.get(record["index"]))]
+    if refused:  # the agents' planner refuted the job over its inputs' schemas: every attempt would repeat it
+        message = refused[0].get("message", "an agent refused the job")
+        plan.events.append(Event("Warning", "InvalidSpec", message))
+        _stop_pods([pod for pod in pods if _pod_phase(pod) not in FINISHED_PHASES], plan)  # finished ones stay for `kubectl logs`
+        _finish(job, plan, FAILED, "InvalidSpec", message, now)
+        return
     broken = [record for record in records if record["phase"] in (FAILED, MISSING)]
     if broken:
         first = broken[0]

@@ -162,3 +162,39 @@ def test_a_full_spill_directory_is_the_reported_reason(tmp_path, tiny_tmpfs):
     assert completed.returncode == 1 and summary["status"] == "Failed", completed.stderr
     assert "spill directory " in summary["reason"] and summary["reason"].endswith(" is full: No space left on device"), summary
     assert str(tiny_tmpfs) in summary["reason"] and "termination log" not in summary["reason"]
+
+
+@pytest.mark.parametrize("pipeline, expected", [
+    ({"sql": "SELECT k, nope FROM d"}, "spec.pipeline.sql: unknown column nope (columns: d.k, d.v)"),
+    ({"sql": "SELECT k, sum(v) OVER (PARTITION BY k) FROM d"}, "spec.pipeline.sql: window functions are not supported yet"),
+    ({"aggregate": {"input": "d", "groupBy": ["kk"], "aggregations": [{"column": "v", "function": "sum"}]}},
+     "spec.pipeline.aggregate.groupBy[0]: unknown column 'kk' in input 'd' (columns: k, v)"),
+])  # fmt: skip
+def test_sabot_agent_refuses_a_job_its_inputs_schemas_refute_with_exit_3(tmp_path, pipeline, expected):
+    """What only the inputs' schemas show (the operator cannot read file inputs): one line, also in the
+    termination log, and exit 3, which the operator does not retry."""
+    require_native()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"k": [1, 2], "v": [0.5, 1.5]}), tmp_path / "d.parquet")
+    doc = job_doc()
+    doc["spec"]["pipeline"].pop("aggregate")
+    doc["spec"]["pipeline"].update(pipeline, inputs={"d": {"format": "parquet", "path": str(tmp_path / "d.parquet")}})
+    doc["spec"]["security"] = {"tls": "disabled"}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    reason_file = tmp_path / "termination-log"
+    completed = run(tmp_path, "sabot_agent", "--job", str(tmp_path / "job.yaml"), "--peers", "127.0.0.1:1", "--spill-dir", str(tmp_path / "spill"),
+                    "--flight-port", "0", "--http-port", "0", "--termination-log", str(reason_file))  # fmt: skip
+    assert completed.returncode == 3 and "Traceback" not in completed.stderr, completed.stderr
+    assert completed.stderr.strip().splitlines()[-1] == f"sabot-agent: error: {expected}", completed.stderr
+    assert reason_file.read_text().strip() == expected
+
+
+def test_sabot_agent_that_cannot_read_an_input_exits_2(tmp_path):
+    """An input that cannot be read may be readable on the next attempt: a usage error (2), not 3."""
+    doc = job_doc()
+    doc["spec"]["pipeline"].update(inputs={"d": {"format": "parquet", "path": str(tmp_path / "missing.parquet")}})
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    completed = run(tmp_path, "sabot_agent", "--job", str(tmp_path / "job.yaml"), "--termination-log", str(tmp_path / "log"))
+    one_line_usage_error(completed, "spec.pipeline.inputs.d.path: cannot read parquet input")

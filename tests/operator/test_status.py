@@ -263,6 +263,22 @@ def test_invalid_spec_fails_with_a_condition_and_event_naming_the_field():
     assert plan.events[0].message.startswith("spec.metricsPort:")
 
 
+def test_an_agent_that_refused_the_job_fails_it_without_a_retry():
+    """Exit 3 (sabot_agent.agent.JOB_REFUSED): a query or column the inputs' schemas refute, which the
+    operator could not see without reading the inputs; every attempt would repeat it."""
+    job = running(started()[0])
+    reason = "spec.pipeline.sql: unknown column nope (columns: orders.id, orders.amount)"
+    pods = [pod(job, 0, 1, phase="Failed", ready=False, message=reason, exit_code=3), pod(job, 1, 1), pod(job, 2, 1)]
+    _, plan = step(job, pods)
+    status = plan.status
+    assert status["phase"] == "Failed" and status.get("failedAttempts", 0) == 0 and "nextAttemptTime" not in status
+    assert sorted(plan.delete_pods) == ["wordcount-agent-1", "wordcount-agent-2"] and not plan.create
+    degraded = condition(status, "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and degraded["message"] == reason
+    assert [(e.type, e.reason, e.message) for e in plan.events] == [("Warning", "InvalidSpec", reason)]
+    assert status["agents"][0]["message"] == reason
+
+
 def test_a_spec_edit_while_running_is_reported_and_ignored():
     job = running(started()[0])
     job["spec"]["image"] = "sabot:0.2.0"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from sabot_agent.jobspec import JobSpec
+from sabot_agent.jobspec import JobSpec, JobSpecError
 from sabot_agent.plan import distribute, physical, sql
 from sabot_agent.plan.types import PlanError
 
@@ -96,7 +96,6 @@ def plan_job_inputs(job: JobSpec, agents: int, slots: int):
     each agent do before anything runs. Returns (plan, input infos); problems raise JobSpecError,
     each naming its spec field."""
     from sabot_agent.inputs import InputError, describe_input
-    from sabot_agent.jobspec import JobSpecError
 
     infos, problems = {}, []
     for name, spec in job.inputs.items():
@@ -111,7 +110,11 @@ def plan_job_inputs(job: JobSpec, agents: int, slots: int):
     try:
         return plan_job(job, agents, slots, schemas, stats), infos
     except PlanError as exc:
-        raise JobSpecError([str(exc)]) from None
+        raise QueryRefused([str(exc)]) from None
+
+
+class QueryRefused(JobSpecError):
+    """The planner refused the job's query over its inputs' schemas: every attempt would too."""
 
 
 def plan_fingerprint(plan, infos) -> str:
