@@ -82,9 +82,9 @@ def live_pods_of_attempt(cluster, namespace: str, name: str, attempt: int, count
     return sorted(wait_for(ready, timeout=30, what=f"{count} pods of attempt {attempt}"), key=lambda p: p["metadata"]["name"])
 
 
-def end_pod(cluster, namespace: str, pod_name: str, phase: str, message: str) -> None:
+def end_pod(cluster, namespace: str, pod_name: str, phase: str, message: str, exit_code: int | None = None) -> None:
     """Do what the kubelet does when the agent exits: terminal phase plus termination message."""
-    terminated = {"exitCode": 0 if phase == "Succeeded" else 1, "reason": "Completed" if phase == "Succeeded" else "Error", "message": message}
+    terminated = {"exitCode": exit_code if exit_code is not None else 0 if phase == "Succeeded" else 1, "reason": "Completed" if phase == "Succeeded" else "Error", "message": message}
     status = {
         "phase": phase,
         "conditions": [{"type": "Ready", "status": "False"}],
@@ -287,6 +287,38 @@ def test_operator_validation_reports_what_cel_cannot_see(cluster, namespace, kub
         assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.pipeline.aggregate.groupBy[0]:")
         wait_for(lambda: "InvalidSpec" in events_of(cluster, namespace, "typo"), what="InvalidSpec event")
         assert not agent_pods(cluster, namespace, "typo")
+
+
+def test_a_sql_syntax_error_fails_the_job_before_any_pod_exists(cluster, namespace, kubeconfig_env):
+    """The operator plans the query itself: a syntax error names its line and column in the status
+    and an event, and no agent is created (the inputs are on S3, which the operator never reads)."""
+    inputs = {"sales": {"generate": None, "format": "parquet", "path": "s3://lake/sales/"}}
+    with operator(namespace):
+        apply(cluster, namespace, manifest("badsql", {"pipeline": {"aggregate": None, "inputs": inputs,
+                                                                   "sql": "SELECT region, sum(amount)\nFROM sales\nWHERE amount >\n  GROUP BY region"}}))  # fmt: skip
+        status = wait_for_status(cluster, namespace, "badsql", "phase Failed", lambda s: s.get("phase") == "Failed")
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.pipeline.sql: syntax error at line 4, column 9:"), degraded
+        wait_for(lambda: "InvalidSpec" in events_of(cluster, namespace, "badsql"), what="InvalidSpec event")
+        assert not agent_pods(cluster, namespace, "badsql") and not status.get("attempt"), status
+
+
+def test_an_agent_that_refuses_the_query_fails_the_job_without_a_retry(cluster, namespace, kubeconfig_env):
+    """A column only the (file) inputs' schemas refute: the agents exit 3 with the reason, and the job
+    fails on its first attempt with it, though retry.limit would allow more."""
+    inputs = {"sales": {"generate": None, "format": "parquet", "path": "s3://lake/sales/"}}
+    reason = "spec.pipeline.sql: unknown column nope (columns: sales.region, sales.amount)"
+    with operator(namespace):
+        apply(cluster, namespace, manifest("nocolumn", {"agents": 2, "pipeline": {"aggregate": None, "inputs": inputs, "sql": "SELECT nope FROM sales"}}))
+        first = live_pods_of_attempt(cluster, namespace, "nocolumn", 1, 2)
+        end_pod(cluster, namespace, first[0]["metadata"]["name"], "Failed", reason, exit_code=3)
+        status = wait_for_status(cluster, namespace, "nocolumn", "phase Failed", lambda s: s.get("phase") == "Failed")
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "InvalidSpec" and degraded["message"] == reason, degraded
+        assert status["attempt"] == 1 and not status.get("failedAttempts"), status
+        wait_for(lambda: "InvalidSpec" in events_of(cluster, namespace, "nocolumn"), what="InvalidSpec event")
+        wait_for(lambda: [p["metadata"]["name"] for p in agent_pods(cluster, namespace, "nocolumn") if not p["metadata"].get("deletionTimestamp")]
+                 == [first[0]["metadata"]["name"]], what="the running agent stopped, the refusing one kept for its logs")  # fmt: skip
 
 
 def test_active_deadline_fails_a_job_that_runs_too_long(cluster, namespace, kubeconfig_env):
