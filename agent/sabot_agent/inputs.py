@@ -124,10 +124,20 @@ def _list_files(spec: InputSpec, filesystem: pafs.FileSystem, base: str) -> list
         raise InputError(f"{where}: cannot open {spec.path!r}: {_first_line(exc)}") from None
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"{where}: {spec.path!r} does not exist")
+    local = isinstance(filesystem, pafs.LocalFileSystem)
     if info.type == pafs.FileType.File:
+        if local:
+            _check_local_file(where, base)
         return [base]
     if info.type != pafs.FileType.Directory:
         raise InputError(f"{where}: {spec.path!r} is not a file or directory")
+    files = _list_local(where, base) if local else _list_remote(where, spec, filesystem, base)
+    if not files:
+        raise InputError(f"{where}: no {spec.format} files under {spec.path!r}")
+    return sorted(files)
+
+
+def _list_remote(where: str, spec: InputSpec, filesystem: pafs.FileSystem, base: str) -> list[str]:
     try:
         entries = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
     except OSError as exc:
@@ -138,29 +148,55 @@ def _list_files(spec: InputSpec, filesystem: pafs.FileSystem, base: str) -> list
         if any(part.startswith(IGNORED_PREFIXES) for part in relative.split("/")):
             continue
         if entry.type == pafs.FileType.File:
-            _check_regular(spec, filesystem, entry.path)
             files.append(entry.path)
-        elif entry.type == pafs.FileType.NotFound:
-            raise InputError(f"{where}: {entry.path} is a link to nothing")
         elif entry.type != pafs.FileType.Directory:
             raise InputError(f"{where}: {entry.path} is not a regular file")
-    if not files:
-        raise InputError(f"{where}: no {spec.format} files under {spec.path!r}")
-    return sorted(files)
+    return files
 
 
-def _check_regular(spec: InputSpec, filesystem: pafs.FileSystem, path: str) -> None:
-    """Local files only: pyarrow reports FIFOs and sockets as files; reading one would block or fail."""
-    if not isinstance(filesystem, pafs.LocalFileSystem):
-        return
+def _list_local(where: str, directory: str, ancestors: frozenset[tuple[int, int]] = frozenset()) -> list[str]:
+    """The files below a local directory, links followed. Listed with os.scandir rather than pyarrow's
+    FileSelector, which leaves dangling links out: here a dangling link, a FIFO, a socket or an
+    unreadable file or directory is refused, naming it."""
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(directory)
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
     except OSError as exc:
-        raise InputError(f"input {spec.name!r}: {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"input {spec.name!r}: {path} is not a regular file")
+        raise InputError(f"{where}: cannot list {directory}: {exc.strerror}") from None
+    ancestors = ancestors | {(status.st_dev, status.st_ino)}
+    files = []
+    for entry in entries:
+        if entry.name.startswith(IGNORED_PREFIXES):
+            continue
+        status = _local_status(where, entry.path)
+        if stat.S_ISDIR(status.st_mode):
+            if (status.st_dev, status.st_ino) in ancestors:
+                raise InputError(f"{where}: {entry.path} is a link to a directory that contains it")
+            files.extend(_list_local(where, entry.path, ancestors))
+        else:
+            _check_local_file(where, entry.path, status)
+            files.append(entry.path)
+    return files
+
+
+def _local_status(where: str, path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"{where}: {path} is a link to nothing") from None
+        raise InputError(f"{where}: {path} vanished while it was listed") from None
+    except OSError as exc:
+        raise InputError(f"{where}: {path}: {exc.strerror}") from None
+
+
+def _check_local_file(where: str, path: str, status: os.stat_result | None = None) -> None:
+    """pyarrow reports FIFOs and sockets as files; reading one would block or fail."""
+    if not stat.S_ISREG((status or _local_status(where, path)).st_mode):
+        raise InputError(f"{where}: {path} is not a regular file")
     if not os.access(path, os.R_OK):
-        raise InputError(f"input {spec.name!r}: {path} is not readable")
+        raise InputError(f"{where}: {path} is not readable")
 
 
 def describe_input(spec: InputSpec) -> InputInfo:

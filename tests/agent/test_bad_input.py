@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -198,3 +200,24 @@ def test_sabot_agent_that_cannot_read_an_input_exits_2(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
     completed = run(tmp_path, "sabot_agent", "--job", str(tmp_path / "job.yaml"), "--termination-log", str(tmp_path / "log"))
     one_line_usage_error(completed, "spec.pipeline.inputs.d.path: cannot read parquet input")
+
+
+def parquet_input_job(tmp_path, data_dir):
+    """A job file whose input 'd' is the Parquet directory data_dir (holding one good file)."""
+    data_dir.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"k": [1, 2], "v": [1.0, 2.0]}), data_dir / "good.parquet")
+    doc = job_doc("bad-files")
+    doc["spec"]["pipeline"]["inputs"]["d"] = {"format": "parquet", "path": str(data_dir)}
+    path = tmp_path / "files.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_dangling_link_in_an_input_directory_is_named(tmp_path):
+    """pyarrow's recursive listing leaves dangling links out: they would have been skipped silently."""
+    job_path = parquet_input_job(tmp_path, tmp_path / "data")
+    (tmp_path / "data" / "part").mkdir()
+    broken = tmp_path / "data" / "part" / "gone.parquet"
+    broken.symlink_to(tmp_path / "nowhere.parquet")
+    line = one_line_usage_error(run(tmp_path, "sabot_agent.cli", "validate", str(job_path)), f"{broken} is a link to nothing")
+    assert "input 'd'" in line
