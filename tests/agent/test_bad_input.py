@@ -213,11 +213,17 @@ def parquet_input_job(tmp_path, data_dir):
     return path
 
 
-def test_a_dangling_link_in_an_input_directory_is_named(tmp_path):
-    """pyarrow's recursive listing leaves dangling links out: they would have been skipped silently."""
+@pytest.mark.parametrize("entry", ["dangling link", "fifo"])
+def test_a_special_entry_in_an_input_directory_is_named(tmp_path, entry):
+    """pyarrow's recursive listing leaves dangling links out (they would be skipped silently) and
+    reports a FIFO as a file of unknown type; reading a FIFO would block."""
     job_path = parquet_input_job(tmp_path, tmp_path / "data")
     (tmp_path / "data" / "part").mkdir()
-    broken = tmp_path / "data" / "part" / "gone.parquet"
-    broken.symlink_to(tmp_path / "nowhere.parquet")
-    line = one_line_usage_error(run(tmp_path, "sabot_agent.cli", "validate", str(job_path)), f"{broken} is a link to nothing")
-    assert "input 'd'" in line
+    special = tmp_path / "data" / "part" / "b.parquet"
+    if entry == "fifo":
+        os.mkfifo(special)
+    else:
+        special.symlink_to(tmp_path / "nowhere.parquet")
+    expected = {"fifo": "is not a regular file", "dangling link": "is a link to nothing"}[entry]
+    line = one_line_usage_error(run(tmp_path, "sabot_agent.cli", "validate", str(job_path)), f"input 'd': {special} {expected}")
+    assert line.startswith("sabot: ")

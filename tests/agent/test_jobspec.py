@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import glob
 import os
+import shutil
+import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,8 +14,9 @@ import pytest
 import yaml
 
 from helpers import REPO
-from sabot_agent.inputs import generate_table, read_share, resolve_schema
+from sabot_agent.inputs import InputError, generate_table, read_share, resolve_schema
 from sabot_agent.jobspec import (
+    InputSpec,
     JOB_SCHEMA,
     MAX_AGENTS,
     MAX_JOB_NAME_LENGTH,
@@ -166,6 +169,95 @@ def test_file_input_columns_are_checked_when_schemas_are_resolved(tmp_path):
         doc["spec"]["pipeline"]["inputs"]["sales"] = {"format": "parquet", "path": str(tmp_path / "nowhere")}
 
     assert problems_of(modified(missing_path), resolve_schema)[0].startswith("spec.pipeline.inputs.sales.path: cannot read parquet input")
+
+
+def parquet_sales(doc, directory) -> None:
+    doc["spec"]["pipeline"]["inputs"]["sales"] = {"format": "parquet", "path": str(directory)}
+
+
+@pytest.mark.parametrize(
+    "second, expected",
+    [
+        ({"region_id": [3]}, "{b} lacks column 'amount' that {a} has"),
+        ({"region_id": [3], "amount": [3.0], "note": ["x"]}, "{b} has column 'note' that {a} lacks"),
+        ({"region_id": [3], "amount": ["3"]}, "column 'amount' is string in {b} but double in {a}"),
+    ],
+    ids=["lacks", "extra", "conflicting-type"],
+)
+def test_files_of_one_input_must_agree_on_their_columns(tmp_path, second, expected):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"region_id": [1, 2], "amount": [1.0, 2.0]}), a)
+    pq.write_table(pa.table(second), b)
+    problems = problems_of(modified(lambda doc: parquet_sales(doc, tmp_path)), resolve_schema)
+    assert problems == [f"spec.pipeline.inputs.sales.path: cannot read parquet input {str(tmp_path)!r}: input 'sales': " + expected.format(a=a, b=b)]
+
+
+def as_nobody(check):
+    """check() in a forked child that became uid/gid 65534 (root reads every file: as root, an unreadable
+    file needs another user); its InputError's message, or None. Skips when the child cannot switch."""
+    if os.geteuid() != 0:
+        return _message_of(check)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.close(reader)
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError as exc:
+                message = f"skip: cannot become uid 65534: {exc.strerror}"
+            else:
+                message = _message_of(check) or ""
+            os.write(writer, message.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(child, 0)
+    if message.startswith("skip: "):
+        pytest.skip(f"needs a non-root user: {message[len('skip: '):]}")
+    return message or None
+
+
+def _message_of(check):
+    try:
+        check()
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def test_an_unreadable_file_in_an_input_is_named():
+    directory = tempfile.mkdtemp(prefix="sabot-unreadable-")  # not below tmp_path: its parents are private to root
+    try:
+        os.chmod(directory, 0o755)
+        pq.write_table(pa.table({"region_id": [1], "amount": [1.0]}), os.path.join(directory, "a.parquet"))
+        secret = os.path.join(directory, "b.parquet")
+        pq.write_table(pa.table({"region_id": [2], "amount": [2.0]}), secret)
+        os.chmod(directory + "/a.parquet", 0o644)
+        os.chmod(secret, 0o600 if os.geteuid() == 0 else 0)
+        spec = InputSpec(name="sales", format="parquet", path=directory)
+        assert as_nobody(lambda: resolve_schema(spec)) == f"input 'sales': {secret} is not readable"
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize(
+    "columns, expected",
+    [
+        ({"region_id": [[1], [2, 3]], "amount": [1.0, 2.0]},
+         "spec.pipeline.aggregate.groupBy[0]: column 'region_id' is list<element: int64>, which cannot be a group key yet"),
+        ({"region_id": [1, 2], "amount": [[1.0], [2.0]]},
+         "spec.pipeline.aggregate.aggregations[0].column: 'amount' is list<element: double>, which cannot be aggregated yet"),
+    ],
+    ids=["groupBy", "aggregate"],
+)  # fmt: skip
+def test_a_list_column_cannot_be_grouped_or_aggregated(tmp_path, columns, expected):
+    pq.write_table(pa.table(columns), tmp_path / "lists.parquet")
+    assert problems_of(modified(lambda doc: parquet_sales(doc, tmp_path)), resolve_schema) == [expected]
 
 
 def test_yaml_key_on_stays_a_string(tmp_path):
