@@ -27,8 +27,8 @@ import datetime
 import decimal
 import os
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -571,13 +571,27 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------- generated
 
 
-def generated_ranges(spec: InputSpec, agent_index: int, agent_count: int) -> list[tuple[int, int]]:
+class RowRanges(Sequence):
+    """Rows [first, last) as batches [start, stop) of `step` rows (the last one shorter), each computed
+    when it is asked for: 10^12 rows are ~950 K batches, too many to list (138 MiB)."""
+
+    def __init__(self, first: int, last: int, step: int = GENERATE_BATCH_ROWS):
+        self._starts = range(first, last, step)
+        self._last = last
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        start = self._starts[index]  # an IndexError past the end ends iteration
+        return start, min(self._last, start + self._starts.step)
+
+
+def generated_ranges(spec: InputSpec, agent_index: int, agent_count: int) -> RowRanges:
     """Agent i's rows of a generated input, as batches [start, stop)."""
     if not 0 <= agent_index < agent_count:
         raise ValueError(f"agent index {agent_index} is outside [0, {agent_count})")
-    first = spec.rows * agent_index // agent_count
-    last = spec.rows * (agent_index + 1) // agent_count
-    return [(start, min(last, start + GENERATE_BATCH_ROWS)) for start in range(first, last, GENERATE_BATCH_ROWS)]
+    return RowRanges(spec.rows * agent_index // agent_count, spec.rows * (agent_index + 1) // agent_count)
 
 
 def read_share(spec: InputSpec, agent_index: int, agent_count: int) -> Iterator[pa.RecordBatch]:

@@ -7,6 +7,8 @@ import glob
 import os
 import shutil
 import tempfile
+import time
+import tracemalloc
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,11 +16,12 @@ import pytest
 import yaml
 
 from helpers import REPO
-from sabot_agent.inputs import InputError, generate_table, read_share, resolve_schema
+from sabot_agent.inputs import GENERATE_BATCH_ROWS, InputError, generate_table, read_share, resolve_schema
 from sabot_agent.jobspec import (
     InputSpec,
     JOB_SCHEMA,
     MAX_AGENTS,
+    MAX_GENERATED_ROWS,
     MAX_JOB_NAME_LENGTH,
     PIPELINE_SCHEMA,
     JobSpecError,
@@ -327,6 +330,35 @@ def test_generated_data_is_the_same_however_it_is_split():
         pieces = [batch for index in range(agents) for batch in read_share(spec, index, agents)]
         assert pa.Table.from_batches(pieces).equals(whole)
     assert whole.num_rows == 100 and pc_distinct(whole, "region_id") <= 10
+
+
+def test_a_share_of_a_trillion_generated_rows_is_planned_without_listing_its_batches():
+    """~950 K batches: their ranges and tasks are computed when they are run, not listed up front
+    (that took 267 MiB and seconds)."""
+    from sabot_agent.engine.stages import StageRunner
+    from sabot_agent.plan.job import plan_job_inputs
+
+    rows = MAX_GENERATED_ROWS
+    job = validate_job(modified(lambda doc: doc["spec"]["pipeline"]["inputs"]["sales"]["generate"].update(rows=rows)))
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        plan, infos = plan_job_inputs(job, 3, 2)
+        shares = []
+        for index in range(3):
+            runner = StageRunner(job=job, plan=plan, infos=infos, agent_index=index, agent_count=3, attempt=0, store=None, reader=None,
+                                 slots=None, slot_count=2, native=None, executor=None, on_progress=lambda progress: None)  # fmt: skip
+            shares.append(runner._tasks(plan.stages[0]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20 and time.perf_counter() - started < 5, (peak, time.perf_counter() - started)
+    assert sum(len(share) for share in shares) >= rows // GENERATE_BATCH_ROWS
+    assert shares[0][0].rows == (0, GENERATE_BATCH_ROWS) and shares[2][-1].rows[1] == rows
+    assert [share[-1].rows[1] for share in shares[:2]] == [share[0].rows[0] for share in shares[1:]]  # contiguous
+    assert all(0 < stop - start <= GENERATE_BATCH_ROWS for share in shares for start, stop in (share[0].rows, share[-1].rows))
+    first = next(read_share(job.inputs["sales"], 1, 3))
+    assert first.num_rows == GENERATE_BATCH_ROWS and first.column("region_id").null_count == 0
 
 
 def pc_distinct(table, column) -> int:

@@ -9,8 +9,10 @@ with the stage's schema. A `single` stage runs on agent 0 only.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -53,6 +55,19 @@ class Task:
     units: list[I.Unit] = field(default_factory=list)
     rows: tuple[int, int] | None = None
     partition: int | None = None
+
+
+class _RangeTasks(Sequence):
+    """A task per generated row range, made when it is run (not ~950 K of them up front)."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int]]):
+        self._ranges = ranges
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+    def __getitem__(self, index: int) -> Task:
+        return Task(rows=self._ranges[index])
 
 
 class StageRunner:
@@ -115,7 +130,13 @@ class StageRunner:
                         results.append(table)
             self._update(stage.id, tasks_done=1, rows_out=table.num_rows)
 
-        for future in [pool.submit(run_task, task) for task in tasks]:
+        # a few tasks ahead of the slots at a time: a share of 10^12 generated rows has ~950 K tasks
+        pending: collections.deque = collections.deque()
+        for task in tasks:
+            if len(pending) > 2 * self.slot_count:
+                pending.popleft().result()
+            pending.append(pool.submit(run_task, task))
+        for future in pending:
             future.result()
         if output is not None:
             output.seal(results[0].schema if results else pa.schema([]))
@@ -144,7 +165,7 @@ class StageRunner:
 
     # -- tasks
 
-    def _tasks(self, stage: P.Stage) -> list[Task]:
+    def _tasks(self, stage: P.Stage) -> Sequence[Task]:
         scans = P.scans(stage.root)
         reads = P.reads(stage.root)
         if len(scans) > 1:
@@ -153,8 +174,7 @@ class StageRunner:
             scan = scans[0]
             info = self.infos[scan.input]
             if info.generated:
-                ranges = I.generated_ranges(info.spec, self.agent_index, self.agent_count)
-                tasks = [Task(rows=row_range) for row_range in ranges]
+                tasks = _RangeTasks(I.generated_ranges(info.spec, self.agent_index, self.agent_count))
             else:
                 units = I.pruned_units(info, scan.predicate, dict(scan.columns))
                 share = I.agent_share(units, self.agent_index, self.agent_count)
