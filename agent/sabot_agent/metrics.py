@@ -79,7 +79,7 @@ _LIVE_METRICS = {
     "store_batches": ("gauge", "Batches held by the partition store"),
     "store_partitions": ("gauge", "Partitions held by the partition store"),
     "spilled_bytes": ("counter", "Bytes spilled to Arrow IPC files"),
-    "backpressure_seconds": ("counter", "Seconds DoPut appends waited for spilling"),
+    "backpressure_seconds": ("counter", "Seconds tasks waited to store stage output while a spill ran (memory above 1.5x budget)"),
 }
 
 

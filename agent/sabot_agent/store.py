@@ -117,8 +117,8 @@ class PartitionStore:
     def append(self, key: PartitionKey, meta: PutMetadata, batch: pa.RecordBatch, nbytes: int | None = None) -> bool:
         """Store one message; False when (producer, attempt, sequence) was stored before (a retry).
 
-        The checksum of what arrived is computed here, on the receive path (the native kernel runs
-        without the GIL at several GB/s), so a commit is verified against exactly what the store holds."""
+        The checksum of the message is computed here, as it is stored (the native kernel runs without
+        the GIL at several GB/s), so a commit is verified against exactly what the store holds."""
         if fnv1a_64(meta.shuffle_id) != key.shuffle_hash:
             raise StoreError(f"descriptor hash {key.shuffle_hash} does not match shuffle id {meta.shuffle_id!r}")
         checksum = self._checksum(batch)

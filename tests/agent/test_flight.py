@@ -18,6 +18,8 @@ from exchange_support import JOB, Producer, sample_table
 from helpers import require_native, stop_process
 from sabot_agent.client import ShuffleClient, ShuffleError
 from sabot_agent.engine.exchange import ExchangeError, ExchangeReader, StageOutput, stage_shuffle_id
+from sabot_agent.jobspec import validate_job
+from sabot_agent.runner import Agent, AgentConfig
 from sabot_agent.store import PartitionStore, combine_checksums
 
 PARTITIONS = 4
@@ -52,6 +54,48 @@ def reader_of(peer: str, timeout: float = 30.0) -> ExchangeReader:
     client = ShuffleClient([peer, "127.0.0.1:9"], max_attempts=2, backoff_seconds=0.01, call_timeout=10)
     store = PartitionStore(None, "/nonexistent", native.batch_checksum)
     return ExchangeReader(JOB, 0, 1, store, client, native.batch_checksum, lambda stage: [0], lambda stage: list(range(PARTITIONS)), timeout)
+
+
+def test_failed_fetches_and_rows_an_agent_keeps_for_itself_are_counted(tmp_path):
+    """One agent runs a two-stage job in this process: the shuffled rows it reads back from its own
+    store count as rpc="local" (none as do_get); then its client fails to fetch, and
+    sabot_fetch_failures counts every failed attempt (2 refused connections, 1 unknown shuffle)."""
+    require_native()
+    rows = 2000
+    job = validate_job({
+        "apiVersion": "sabot.io/v1alpha1", "kind": "SabotJob", "metadata": {"name": "counted"},
+        "spec": {"agents": 1, "pipeline": {
+            "inputs": {"d": {"generate": {"rows": rows, "columns": {"k": {"type": "int64", "distinct": 50}, "v": {"type": "float64"}}}}},
+            "shuffle": {"partitions": 4},
+            "aggregate": {"input": "d", "groupBy": ["k"], "aggregations": [{"column": "v", "function": "sum"}]},
+            "output": {"format": "parquet", "path": str(tmp_path / "out")},
+        }},
+    })  # fmt: skip
+    cpu_count = pa.cpu_count()
+    agent = Agent(AgentConfig(threads=1, spill_dir=str(tmp_path / "spill"), run_id="counted"), job)
+    agent.config.peers = [f"127.0.0.1:{agent.flight_port}"]
+    agent.start()
+    try:
+        result = agent.run()
+        assert result["status"] == "Succeeded" and result["rows_shuffled"] > 0
+        registry = agent.metrics.registry
+
+        def sample(name: str, **labels: str) -> float | None:
+            return registry.get_sample_value(name, {"job": "counted", "agent": "0", **labels})
+
+        assert sample("sabot_shuffle_rows_total", direction="in", rpc="local") == result["rows_shuffled"]  # all read back from its store
+        assert sample("sabot_shuffle_rows_total", direction="in", rpc="do_get") is None
+        assert sample("sabot_fetch_failures_total") == 0
+        refused = ShuffleClient(["127.0.0.1:9"], metrics=agent.metrics, max_attempts=2, backoff_seconds=0.01, call_timeout=2)
+        with pytest.raises(ShuffleError, match="failed after 2 attempts"):
+            refused.fetch(0, stage_shuffle_id("counted", 0, 0), 0)
+        assert sample("sabot_fetch_failures_total") == 2
+        with pytest.raises(ShuffleError, match="unknown shuffle"):
+            ShuffleClient(agent.config.peers, metrics=agent.metrics).fetch(0, "no-such/attempt-0/stage", 0)
+        assert sample("sabot_fetch_failures_total") == 3
+    finally:
+        agent.stop()
+        pa.set_cpu_count(cpu_count)
 
 
 def test_sealed_partitions_round_trip_across_processes(producer):
