@@ -43,28 +43,43 @@ def test_acquire_blocks_while_all_slots_are_busy_and_wakes_on_release(executor):
 
 
 def test_concurrency_never_exceeds_the_slots(executor):
+    """Exactly 3 run at once: in the first round every task waits inside its slot until 3 are there
+    (a barrier, so the peak does not depend on timing), and 6 such tasks pass as two groups of 3.
+    Then 6 threads run 20 tasks each and never more than 3 at once."""
     slots = TaskSlotManager(3, executor)
     lock = threading.Lock()
     state = {"running": 0, "peak": 0, "done": 0}
+    errors = []
 
-    def worker():
-        for _ in range(20):
+    def worker(tasks, barrier=None):
+        for _ in range(tasks):
             with slots.acquire("work"):
                 with lock:
                     state["running"] += 1
                     state["peak"] = max(state["peak"], state["running"])
-                time.sleep(0.001)
+                try:
+                    if barrier is not None:
+                        barrier.wait()
+                    else:
+                        time.sleep(0.001)
+                except threading.BrokenBarrierError:
+                    errors.append("fewer than 3 tasks ran at once")
                 with lock:
                     state["running"] -= 1
                     state["done"] += 1
 
-    workers = [threading.Thread(target=worker) for _ in range(6)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(30)
-    assert not any(w.is_alive() for w in workers)
-    assert state["done"] == 120 and state["peak"] == 3 and slots.busy == 0
+    def run(threads, tasks, barrier=None):
+        workers = [threading.Thread(target=worker, args=(tasks, barrier)) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert not any(w.is_alive() for w in workers)
+
+    run(6, 1, threading.Barrier(3, timeout=10))
+    assert errors == [] and state["peak"] == 3 and state["done"] == 6
+    run(6, 20)
+    assert state["done"] == 126 and state["peak"] <= 3 and slots.busy == 0
 
 
 def test_a_slot_is_released_when_its_block_raises(executor):
