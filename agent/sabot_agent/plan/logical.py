@@ -83,9 +83,10 @@ class Values(Node):
 
 
 @dataclass(frozen=True)
-class Filter(Node):
+class _Unary(Node):
+    """A node of one input; unless it says otherwise, its rows have the input's columns."""
+
     input: Node
-    predicate: Expr
 
     @property
     def inputs(self):
@@ -97,13 +98,13 @@ class Filter(Node):
 
 
 @dataclass(frozen=True)
-class Project(Node):
-    input: Node
-    exprs: tuple[tuple[str, Expr], ...]
+class Filter(_Unary):
+    predicate: Expr
 
-    @property
-    def inputs(self):
-        return (self.input,)
+
+@dataclass(frozen=True)
+class Project(_Unary):
+    exprs: tuple[tuple[str, Expr], ...]
 
     @property
     def schema(self) -> Schema:
@@ -119,14 +120,9 @@ class AggregateCall:
 
 
 @dataclass(frozen=True)
-class Aggregate(Node):
-    input: Node
+class Aggregate(_Unary):
     keys: tuple[tuple[str, Expr], ...]
     aggregates: tuple[tuple[str, AggregateCall], ...]
-
-    @property
-    def inputs(self):
-        return (self.input,)
 
     @property
     def schema(self) -> Schema:
@@ -169,34 +165,16 @@ class SortKey:
 
 
 @dataclass(frozen=True)
-class Sort(Node):
-    input: Node
+class Sort(_Unary):
     keys: tuple[SortKey, ...]
     limit: int | None = None
     offset: int = 0
 
-    @property
-    def inputs(self):
-        return (self.input,)
-
-    @property
-    def schema(self) -> Schema:
-        return self.input.schema
-
 
 @dataclass(frozen=True)
-class Limit(Node):
-    input: Node
+class Limit(_Unary):
     limit: int | None
     offset: int = 0
-
-    @property
-    def inputs(self):
-        return (self.input,)
-
-    @property
-    def schema(self) -> Schema:
-        return self.input.schema
 
 
 @dataclass(frozen=True)
