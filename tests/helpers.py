@@ -12,7 +12,8 @@ and which one the name `conftest` means depends on the order pytest loaded them.
   ``hostpath_claim(cluster, namespace, claim, host_dir)``: a claim bound to a hostPath PersistentVolume
 - ``ensure_tool(script, env_skip)``: a tool hack/<script> builds or installs once (helm, checkov)
 - agent processes: ``child_env()``, ``require_native()``, ``process_alive(pid)``, ``agent_processes(job)``,
-  ``ServingAgent`` (`sabot-agent --serve`; tests/agent's ``serve_agent`` fixture starts and stops them)
+  ``ServingAgent`` (`sabot-agent --serve`; tests/agent's ``serve_agent`` fixture starts and stops them),
+  ``start_sabot_run(path, cwd, *args)``: `sabot run PATH --json` in its own process group, output piped
 """
 
 from __future__ import annotations
@@ -136,6 +137,13 @@ def child_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(AGENT_DIR), env.get("PYTHONPATH")]))
     return env
+
+
+def start_sabot_run(path, cwd, *args: str) -> subprocess.Popen:
+    """`sabot run PATH --json ARGS` started in its own process group (stop it with stop_process), its
+    stdout and stderr piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=cwd, start_new_session=True)  # fmt: skip
 
 
 def require_native():

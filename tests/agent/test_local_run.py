@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from helpers import agent_http_port, agent_processes, child_env, process_alive, require_native, stop_process
+from helpers import agent_http_port, agent_processes, child_env, process_alive, require_native, start_sabot_run, stop_process
 from sabot_agent.inputs import generate_table
 from sabot_agent.jobspec import validate_job
 
@@ -193,10 +193,7 @@ def test_agent_killed_mid_job_without_replacements_fails_the_run_and_leaves_no_p
     doc = job_doc("kill-me", tmp_path / "out", pipeline)
     doc["spec"]["recovery"] = {"maxAgentReplacements": 0}
     path.write_text(yaml.safe_dump(doc))
-    run = subprocess.Popen(
-        [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,
-    )  # fmt: skip
+    run = start_sabot_run(path, tmp_path)
     try:
         deadline = time.monotonic() + 60
         victim = None
@@ -285,10 +282,7 @@ def test_ctrl_c_stops_the_run_and_every_agent(tmp_path):
     pipeline = long_running_pipeline(partitions=4)
     path = tmp_path / "interrupt.yaml"
     path.write_text(yaml.safe_dump(job_doc("interrupt-me", tmp_path / "out", pipeline, agents=2)))
-    run = subprocess.Popen(
-        [sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True,
-    )  # fmt: skip
+    run = start_sabot_run(path, tmp_path)
     try:
         deadline = time.monotonic() + 60
         started = {}

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from helpers import agent_processes, child_env, require_native, stop_process
+from helpers import agent_processes, child_env, require_native, start_sabot_run, stop_process
 from sabot_agent.inputs import generate_table
 from sabot_agent.jobspec import validate_job
 from sabot_agent.local import LOOPBACK, LocalCluster, local_certificates, write_certificates
@@ -231,9 +231,7 @@ def _listening(workdir, index: int) -> dict | None:
 
 def _sabot_run(tmp_path, doc: dict, *args: str) -> tuple[subprocess.Popen, object]:
     path = write_job(tmp_path, doc)
-    run = subprocess.Popen([sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json", *args], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path, start_new_session=True)  # fmt: skip
-    return run, path
+    return start_sabot_run(path, tmp_path, *args), path
 
 
 def _agent_argv(run: subprocess.Popen, path) -> list[str]:
