@@ -109,3 +109,29 @@ def test_partition_of_more_than_2_gib_of_strings(distinct):
         assert np.array_equal(rows, values[owner == index]), "every row, in input order, in its partition"
         prefixes = pc.utf8_slice_codeunits(part.column("s"), 0, 16).to_numpy(zero_copy_only=False).astype("S16")
         assert np.array_equal(prefixes.view(np.uint8).reshape(-1, 16), hex_prefixes(rows))
+
+
+def test_a_left_join_with_more_than_2_gib_of_strings_returns_every_row(repeated):
+    """One agent's task of a join stage (the engine's operator over its exchange inputs): 2.25 GiB of
+    left strings, half of the keys without a match. The output cannot be one string array: it comes in
+    pieces (piece_bounds in native/src/join.cc), and every left row is in one of them, matched or padded."""
+    from sabot_agent.engine.operators import TaskInputs, execute
+    from sabot_agent.plan import physical as P
+
+    right = pa.table({"k": pa.array(np.arange(0, 1000, 2)), "w": pa.array(np.arange(0, 1000, 2) * 10)})
+    sides = {0: repeated, 1: right}
+    op = P.JoinOp(P.ExchangeRead(0, "hash"), P.ExchangeRead(1, "broadcast"), "left", ["k"], ["k"])
+    inputs = TaskInputs(scan=None, exchange=lambda read: sides[read.stage], aggregate=None)
+    result = execute(op, inputs)  # columns s, k, v (left), k, w (right)
+    assert result.num_rows == repeated.num_rows
+    assert result.column("s").num_chunks >= 2  # 2.25 GiB of strings cannot be one string array
+    v = result.column("v").to_numpy()
+    assert np.array_equal(np.sort(v), np.repeat(np.arange(ROWS_PER_CHUNK), CHUNKS))  # every left row, once
+    k = result.column(1).to_numpy()  # the left side's k
+    w = result.column("w")
+    assert np.array_equal(k, v % 1000) and w.null_count == np.count_nonzero(k % 2)
+    assert np.array_equal(w.to_numpy(zero_copy_only=False)[k % 2 == 0], k[k % 2 == 0] * 10)
+    for offset, chunk in zip(np.cumsum([0] + [len(c) for c in result.column("s").chunks]), result.column("s").chunks):
+        prefixes = pc.utf8_slice_codeunits(chunk, 0, 16).to_numpy(zero_copy_only=False).astype("S16")
+        assert np.array_equal(prefixes.view(np.uint8).reshape(-1, 16), hex_prefixes(v[offset:offset + len(chunk)]))
+        assert pc.all(pc.equal(pc.binary_length(chunk), VALUE_BYTES)).as_py()
