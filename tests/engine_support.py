@@ -64,7 +64,8 @@ def same_value(ours, theirs, rel: float = FLOAT_TOLERANCE, abs_tol: float = 0.0)
 
 
 def _sort_key(row: tuple):
-    return tuple((value is None, str(type(value)), value if not isinstance(value, float) or not math.isnan(value) else math.inf) for value in row)
+    nan = [isinstance(value, float) and math.isnan(value) for value in row]  # NaN after every number (inf too)
+    return tuple((value is None, str(type(value)), is_nan, 0.0 if is_nan else value) for value, is_nan in zip(row, nan))
 
 
 def assert_same_rows(ours: list[tuple], theirs: list[tuple], ordered: bool) -> None:
@@ -74,6 +75,19 @@ def assert_same_rows(ours: list[tuple], theirs: list[tuple], ordered: bool) -> N
     assert len(ours) == len(theirs), f"{len(ours)} rows, expected {len(theirs)}: first {ours[:3]} vs {theirs[:3]}"
     for index, (a, b) in enumerate(zip(ours, theirs)):
         assert len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b)), f"row {index}: {a} != {b}"
+
+
+def write_split(directory: Path, tables: dict[str, pa.Table], **options) -> dict[str, Path]:
+    """Each table as a folder of three Parquet files (several inputs, so every agent gets a share)."""
+    paths = {}
+    for name, table in tables.items():
+        folder = directory / name
+        folder.mkdir()
+        step = -(-table.num_rows // 3)
+        for index in range(3):
+            pq.write_table(table.slice(index * step, step), folder / f"part-{index}.parquet", **options)
+        paths[name] = folder
+    return paths
 
 
 def job_document(name: str, inputs: dict, output: Path, agents: int, slots: int = 1, **pipeline) -> dict:

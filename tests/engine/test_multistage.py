@@ -8,10 +8,9 @@ import decimal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from engine_support import assert_same_rows, duckdb_rows, job_document, result_rows, sabot_run
+from engine_support import assert_same_rows, duckdb_rows, job_document, result_rows, sabot_run, write_split
 
 QUERIES = {
     "join_then_aggregate": """
@@ -84,17 +83,8 @@ def _tables(rows: int = 4000, seed: int = 3) -> dict[str, pa.Table]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("multistage")
-    paths = {}
-    for name, table in _tables().items():
-        folder = directory / name
-        folder.mkdir()
-        # several files and row groups, so every agent gets a share
-        step = -(-table.num_rows // 3)
-        for index in range(3):
-            pq.write_table(table.slice(index * step, step), folder / f"part-{index}.parquet", row_group_size=500)
-        paths[name] = folder
-    return paths
+    # several files and row groups, so every agent gets a share
+    return write_split(tmp_path_factory.mktemp("multistage"), _tables(), row_group_size=500)
 
 
 @pytest.mark.parametrize("agents", [1, 2, 3])

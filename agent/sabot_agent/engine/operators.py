@@ -301,10 +301,11 @@ def sort(table: pa.Table, keys: list[L.SortKey], limit: int | None, offset: int)
         values = evaluate(key.expr, table)
         name = f"__sort{index}"
         order = "ascending" if key.ascending else "descending"
-        if T.is_float(key.expr.type) and not key.ascending:
-            # Arrow puts NaN last in both orders; SQL (duckdb) treats it as the largest value
-            helper_columns.append((f"{name}_nan", pc.fill_null(pc.is_nan(values), False)))
-            sort_keys.append((f"{name}_nan", "descending", "at_end"))
+        if T.is_float(key.expr.type):
+            # Arrow places NaN next to the nulls; in SQL (duckdb) NaN is above every number and the
+            # nulls go where NULLS FIRST/LAST says: a class per row (nulls, numbers, NaN in order) first
+            helper_columns.append((f"{name}_class", _float_sort_class(values, key.ascending, key.nulls_first)))
+            sort_keys.append((f"{name}_class", "ascending", "at_end"))
         helper_columns.append((name, values))
         sort_keys.append((name, order, "at_start" if key.nulls_first else "at_end"))
     keyed = pa.Table.from_arrays([values for _, values in helper_columns], names=[name for name, _ in helper_columns])
@@ -312,3 +313,11 @@ def sort(table: pa.Table, keys: list[L.SortKey], limit: int | None, offset: int)
     if limit is not None or offset:
         indices = indices.slice(offset, limit)
     return table.take(indices)
+
+
+def _float_sort_class(values, ascending: bool, nulls_first: bool) -> pa.Array:
+    """0, 1, 2 for nulls, numbers and NaN in the order the sort puts them (NaN above every number)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    nan_rank = pc.cast(pc.is_nan(values) if ascending else pc.invert(pc.is_nan(values)), pa.int8())
+    shifted = pc.add(nan_rank, pa.scalar(1 if nulls_first else 0, pa.int8()))
+    return pc.fill_null(shifted, pa.scalar(0 if nulls_first else 2, pa.int8()))

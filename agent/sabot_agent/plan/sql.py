@@ -31,6 +31,8 @@ _DF_OPTIONS = {
     "datafusion.execution.target_partitions": "1",
     # uncorrelated scalar subqueries become joins in the logical plan (we run them as stages)
     "datafusion.optimizer.enable_physical_uncorrelated_scalar_subquery": "false",
+    # ORDER BY without NULLS FIRST/LAST puts NULLs last in both directions, as duckdb does
+    "datafusion.sql_parser.default_null_ordering": "nulls_last",
 }
 
 
