@@ -21,6 +21,9 @@ CASES = {
     "grouping sets": ("SELECT a, b, count(*) FROM t GROUP BY ROLLUP (a, b)", "spec.pipeline.sql: GROUPING SETS, ROLLUP and CUBE are not supported yet"),
     "not a select": ("DROP TABLE t", "spec.pipeline.sql:"),
     "bad type": ("SELECT a + b FROM t", "spec.pipeline.sql:"),
+    "intersect all": ("SELECT a FROM t INTERSECT ALL SELECT a FROM t", "spec.pipeline.sql: INTERSECT ALL and EXCEPT ALL are not supported yet"),
+    "qualified using column": ("SELECT t.a FROM t FULL JOIN t AS v USING (a)",
+                               "spec.pipeline.sql: t.a in a query with FULL JOIN ... USING (a) is not supported yet"),
 }
 
 

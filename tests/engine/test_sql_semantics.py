@@ -13,6 +13,13 @@ import pytest
 from engine_support import assert_same_rows, duckdb_rows, job_document, result_rows, sabot_run, write_split
 
 QUERIES = {
+    "full_join_using": "SELECT a, x FROM t FULL JOIN u USING (a)",
+    "right_join_using_star": "SELECT * FROM t RIGHT JOIN u USING (a)",
+    "natural_full_join": "SELECT * FROM t NATURAL FULL JOIN u",
+    "full_join_using_filter_group": """
+        SELECT a, count(*) AS n, count(x) AS xs FROM (SELECT a, x FROM t FULL JOIN u USING (a)) s
+        WHERE a > 2 GROUP BY a""",
+    "right_join_using_order": "SELECT a, b, x FROM t RIGHT JOIN u USING (a) ORDER BY a DESC, x LIMIT 5",
     "order_desc_default_nulls": "SELECT id, a FROM t ORDER BY a DESC, id",
     "order_asc_default_nulls": "SELECT id, a FROM t ORDER BY a, id DESC",
     "order_desc_limit": "SELECT a FROM t ORDER BY a DESC LIMIT 4",
@@ -21,6 +28,10 @@ QUERIES = {
     "order_nan_desc": "SELECT id, v FROM t ORDER BY v DESC, id",
     "order_nan_desc_nulls_first_limit": "SELECT id, v FROM t ORDER BY v DESC NULLS FIRST, id LIMIT 7",
     "order_nan_asc_limit": "SELECT id, v FROM t ORDER BY v, id LIMIT 30 OFFSET 20",
+    "intersect": "SELECT a, b FROM t INTERSECT SELECT a, CAST(y AS BIGINT) FROM u",
+    "except": "SELECT a FROM t EXCEPT SELECT a FROM u",
+    "except_intersect_floats": "SELECT v FROM t EXCEPT SELECT w FROM u INTERSECT SELECT v FROM t WHERE id > 10",
+    "is_not_distinct_from_join": "SELECT t.id, u.x FROM t JOIN u ON t.a IS NOT DISTINCT FROM u.a",
 }
 
 
@@ -48,7 +59,8 @@ def dataset(tmp_path_factory):
 
 
 # where two agents split the work: joins of split sides, the per-agent top-k and its merge, set operations
-TWO_AGENTS = ["order_desc_limit", "order_nan_desc_nulls_first_limit", "order_nan_asc_limit"]
+TWO_AGENTS = ["full_join_using", "right_join_using_star", "full_join_using_filter_group", "right_join_using_order",
+              "order_desc_limit", "order_nan_desc_nulls_first_limit", "order_nan_asc_limit", "intersect", "except"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))

@@ -34,6 +34,10 @@ _DF_OPTIONS = {
     # ORDER BY without NULLS FIRST/LAST puts NULLs last in both directions, as duckdb does
     "datafusion.sql_parser.default_null_ordering": "nulls_last",
 }
+# DataFusion 55 binds the column of a RIGHT/FULL JOIN ... USING to the left side's key (apache/datafusion
+# #22881); the walk merges the keys, and the optimizer must not reason about that column as the left key
+_OUTER_USING = (re.compile(r"\b(RIGHT|FULL)\b", re.IGNORECASE), re.compile(r"\b(USING|NATURAL)\b", re.IGNORECASE))
+_SET_OPERATION_ALL = re.compile(r"\b(INTERSECT|EXCEPT)\s+ALL\b", re.IGNORECASE)
 
 
 def plan_sql(sql: str, tables: dict[str, pa.Schema]) -> L.Query:
@@ -44,6 +48,8 @@ def plan_sql(sql: str, tables: dict[str, pa.Schema]) -> L.Query:
     for key, value in _DF_OPTIONS.items():
         config = config.set(key, value)
     context = datafusion.SessionContext(config)
+    if all(pattern.search(sql) for pattern in _OUTER_USING):
+        context.remove_optimizer_rule("eliminate_outer_join")  # it would take the merged column for the left key
     for name, schema in tables.items():
         context.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
     options = datafusion.SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
@@ -52,7 +58,7 @@ def plan_sql(sql: str, tables: dict[str, pa.Schema]) -> L.Query:
         plan = frame.optimized_logical_plan()
     except Exception as exc:  # DataFusion raises plain Exception subclasses with its own text
         raise PlanError(_datafusion_message(str(exc), tables)) from None
-    converter = _Converter({name: {f.name: f.type for f in schema} for name, schema in tables.items()})
+    converter = _Converter({name: {f.name: f.type for f in schema} for name, schema in tables.items()}, sql)
     root = converter.node(plan)
     return L.Query(root=root, output_names=tuple(_output_names(plan, root)), ordered=_is_ordered(plan))
 
@@ -199,8 +205,9 @@ def _cast_target(expr) -> pa.DataType:
 
 
 class _Converter:
-    def __init__(self, tables: dict[str, dict[str, pa.DataType]]):
+    def __init__(self, tables: dict[str, dict[str, pa.DataType]], sql: str):
         self.tables = tables
+        self.sql = sql
 
     def node(self, plan) -> L.Node:
         variant = plan.to_variant()
@@ -333,11 +340,14 @@ class _Converter:
     def _Join(self, plan, join) -> L.Node:
         left, right = self._children(plan)
         kind = str(join.join_type()).split(".")[-1]
-        if join.null_equals_null():
-            raise PlanError("joins on IS NOT DISTINCT FROM are not supported yet")
-        pairs = [(self.expr(a, left.schema), self.expr(b, right.schema)) for a, b in join.on()]
+        null_equal = bool(join.null_equals_null())
+        if null_equal and kind in ("LeftSemi", "LeftAnti", "RightSemi", "RightAnti") and _SET_OPERATION_ALL.search(self.sql):
+            raise PlanError("INTERSECT ALL and EXCEPT ALL are not supported yet (INTERSECT and EXCEPT are)")
+        on = list(join.on())
+        pairs = [(self.expr(a, left.schema), self.expr(b, right.schema)) for a, b in on]
         residual = join.filter()
         null_aware = "null_aware" in plan.display()
+        merged = self._using_columns(join, kind, on) if kind in ("Right", "Full") else {}
         if kind in ("RightSemi", "RightAnti"):
             left, right = right, left
             pairs = [(b, a) for a, b in pairs]
@@ -348,11 +358,19 @@ class _Converter:
         ours = mapping[kind]
         if ours == "anti" and null_aware:
             ours = "anti_null_aware"
-        left_keys, right_keys = [], []
+        left_keys, right_keys, typed = [], [], []
         for a, b in pairs:
             target = T.comparable(a.type, b.type, "join keys")
-            left_keys.append(E.cast(a, target))
-            right_keys.append(E.cast(b, target))
+            a, b = E.cast(a, target), E.cast(b, target)
+            typed.append((a, b))
+            if null_equal:
+                # IS NOT DISTINCT FROM (INTERSECT, EXCEPT): NULL keys never match, so match on
+                # "is NULL" and the value with NULL replaced, which are never NULL
+                left_keys.append(E.call("is_null", a))
+                right_keys.append(E.call("is_null", b))
+                a, b = E.call("coalesce", a, _filler(target)), E.call("coalesce", b, _filler(target))
+            left_keys.append(a)
+            right_keys.append(b)
         both = left.schema + right.schema
         residual_expr = self.expr(residual, both) if residual is not None else None
         if not left_keys:
@@ -362,7 +380,32 @@ class _Converter:
                 ours = "single"  # an uncorrelated scalar subquery: at most one row, NULL when empty
             else:
                 raise PlanError(f"{kind} joins without an equality condition are not supported yet")
-        return L.Join(left, right, ours, tuple(left_keys), tuple(right_keys), residual_expr)
+        node = L.Join(left, right, ours, tuple(left_keys), tuple(right_keys), residual_expr)
+        if not merged:
+            return node
+        # the USING column is COALESCE(left key, right key); DataFusion refers to it by the left key's name
+        replaced = {name: E.call("coalesce", *typed[index]) for index, name in merged.items()}
+        return L.Project(node, tuple((f.name, replaced.get(f.name) or E.column(f.name, f.type)) for f in node.schema))
+
+    def _using_columns(self, join, kind: str, on) -> dict[int, str]:
+        """The key pairs that are USING columns of a RIGHT/FULL join, by index, with the name of the
+        left key's column in the join's output. Unqualified references must see the merged value; a
+        qualified reference to the left key is refused, as DataFusion's plan does not tell it apart."""
+        if str(join.join_constraint()).split(".")[-1] != "Using":
+            return {}
+        names = {}
+        for index, (a, _) in enumerate(on):
+            while a.variant_name() == "Cast":
+                a = a.to_variant().expr()
+            if a.variant_name() != "Column":
+                continue
+            column = a.to_variant()
+            relation, name = column.relation(), column.name()
+            if relation and re.search(rf'(?<![\w."])"?{re.escape(relation)}"?\s*\.\s*"?{re.escape(name)}"?(?![\w"])', self.sql, re.IGNORECASE):
+                raise PlanError(f"{relation}.{name} in a query with {kind.upper()} JOIN ... USING ({name}) is not supported yet "
+                                f"(write the USING column unqualified, or join with ON)")  # fmt: skip
+            names[index] = f"{relation}.{name}" if relation else name
+        return names
 
     def _Window(self, plan, window) -> L.Node:
         raise PlanError("window functions are not supported yet")
@@ -373,6 +416,19 @@ class _Converter:
 
     def expr(self, expr, schema: L.Schema) -> E.Expr:
         return _Expressions(schema).expr(expr)
+
+
+_FILLERS = ((T.is_integer, 0), (T.is_float, 0.0), (T.is_decimal, decimal.Decimal(0)), (T.is_string, ""), (pa.types.is_binary, b""),
+            (pa.types.is_boolean, False), (pa.types.is_date, datetime.date(1970, 1, 1)),
+            (pa.types.is_timestamp, datetime.datetime(1970, 1, 1)))  # fmt: skip
+
+
+def _filler(data_type: pa.DataType) -> E.Expr:
+    """Any non-NULL value of a type (what a NULL key is replaced by in an IS NOT DISTINCT FROM join)."""
+    for test, value in _FILLERS:
+        if test(data_type):
+            return E.literal(value, data_type)
+    raise PlanError(f"IS NOT DISTINCT FROM (INTERSECT, EXCEPT) on {data_type} is not supported yet")
 
 
 def _is_scalar_subquery(plan) -> bool:
