@@ -20,6 +20,14 @@ QUERIES = {
         SELECT a, count(*) AS n, count(x) AS xs FROM (SELECT a, x FROM t FULL JOIN u USING (a)) s
         WHERE a > 2 GROUP BY a""",
     "right_join_using_order": "SELECT a, b, x FROM t RIGHT JOIN u USING (a) ORDER BY a DESC, x LIMIT 5",
+    "right_join_on": "SELECT t.id, t.a, u.a AS ua, u.x FROM t RIGHT JOIN u ON t.a = u.a AND u.x <> 'x1'",
+    "cross_join": "SELECT t.id, u.x FROM t CROSS JOIN u WHERE t.id < 5",
+    "cross_join_count": "SELECT count(*) AS n, count(t.a) AS ta, count(u.a) AS ua FROM t CROSS JOIN u",
+    "cast_and_is_null": """
+        SELECT id, CAST(a AS VARCHAR) AS s, CAST(a AS DOUBLE) AS d, CAST(b AS INTEGER) AS i,
+               a IS NULL AS an, b IS NOT NULL AS bn, CAST(a AS DECIMAL(10, 2)) / 4 AS dec, CAST(v AS VARCHAR) IS NULL AS vn
+        FROM t""",
+    "where_is_null": "SELECT id FROM t WHERE a IS NULL OR (b IS NOT NULL AND v IS NULL)",
     "order_desc_default_nulls": "SELECT id, a FROM t ORDER BY a DESC, id",
     "order_asc_default_nulls": "SELECT id, a FROM t ORDER BY a, id DESC",
     "order_desc_limit": "SELECT a FROM t ORDER BY a DESC LIMIT 4",
@@ -59,7 +67,7 @@ def dataset(tmp_path_factory):
 
 
 # where two agents split the work: joins of split sides, the per-agent top-k and its merge, set operations
-TWO_AGENTS = ["full_join_using", "right_join_using_star", "full_join_using_filter_group", "right_join_using_order",
+TWO_AGENTS = ["full_join_using", "right_join_using_star", "full_join_using_filter_group", "right_join_using_order", "cross_join_count",
               "order_desc_limit", "order_nan_desc_nulls_first_limit", "order_nan_asc_limit", "intersect", "except"]  # fmt: skip
 
 

@@ -271,6 +271,10 @@ def _cast(expr: Call, args: list[Value]) -> Value:
     # a number becomes the nearest float (precision may be lost, as in SQL), never an error
     lossy = T.is_float(target) and (T.is_integer(source) or T.is_decimal(source))
     try:
+        if T.is_decimal(target) and T.is_integer(source) and target.precision < T.MAX_DECIMAL_PRECISION:
+            # Arrow refuses int64 -> decimal(10, 2) by the types alone; by way of the widest decimal
+            # of the target's scale, each value is checked instead (as in duckdb)
+            value = pc.cast(value, pa.decimal128(T.MAX_DECIMAL_PRECISION, target.scale))
         return pc.cast(value, target, safe=not lossy)
     except pa.ArrowInvalid as exc:
         raise EvaluationError(f"cannot cast {source} to {target}: {_first_line(exc)}") from None
