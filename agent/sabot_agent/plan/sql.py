@@ -56,11 +56,22 @@ def plan_sql(sql: str, tables: dict[str, pa.Schema]) -> L.Query:
     try:
         frame = context.sql_with_options(sql, options)
         plan = frame.optimized_logical_plan()
+        written = frame.logical_plan()  # names as the query wrote them (the optimizer aliases rewrites)
     except Exception as exc:  # DataFusion raises plain Exception subclasses with its own text
-        raise PlanError(_datafusion_message(str(exc), tables)) from None
+        raise PlanError(_datafusion_message(str(exc), tables, sql)) from None
     converter = _Converter({name: {f.name: f.type for f in schema} for name, schema in tables.items()}, sql)
     root = converter.node(plan)
-    return L.Query(root=root, output_names=tuple(_output_names(plan, root)), ordered=_is_ordered(plan))
+    return L.Query(root=root, output_names=tuple(_output_names(written, root)), ordered=_is_ordered(plan))
+
+
+def _input_name(table: str, tables: dict) -> str:
+    """The job input a scan reads: DataFusion keeps the name as written, and the inputs are registered in
+    its default catalog and schema, so `public.t` and `datafusion.public.t` name input `t` too."""
+    parts = table.split(".")
+    for prefix in (["datafusion", "public"], ["public"]):
+        if parts[: len(prefix)] == prefix and ".".join(parts[len(prefix):]) in tables:
+            return ".".join(parts[len(prefix):])
+    return table
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -68,7 +79,7 @@ def plan_sql(sql: str, tables: dict[str, pa.Schema]) -> L.Query:
 _LINE_COLUMN = re.compile(r"(?:at )?Line: (\d+), Column: (\d+)")
 
 
-def _datafusion_message(text: str, tables: dict[str, pa.Schema]) -> str:
+def _datafusion_message(text: str, tables: dict[str, pa.Schema], sql: str) -> str:
     text = " ".join(text.split())
     if "ParserError" in text or "SQL error" in text or "sql parser error" in text:
         detail = re.sub(r'^.*ParserError\("(.*)"\).*$', r"\1", text)
@@ -77,18 +88,25 @@ def _datafusion_message(text: str, tables: dict[str, pa.Schema]) -> str:
         detail = _LINE_COLUMN.sub("", detail).strip().rstrip(".")
         if position:
             return f"syntax error at line {position.group(1)}, column {position.group(2)}: {detail}"
+        if detail.endswith("found: EOF"):  # the parser gives no position for the end of the text
+            line, column = _end_position(sql)
+            return f"syntax error at line {line}, column {column}: {detail}"
         return f"syntax error: {detail}"
-    if match := re.search(r"table '(?:[^.']*\.)*([^.']+)' not found", text):
+    if match := re.search(r"table '(?:datafusion\.)?(?:public\.)?([^']+)' not found", text):
         return f"unknown table {match.group(1)!r} (tables: {', '.join(sorted(tables)) or 'none'})"
-    if match := re.search(r"No field named (.+?)\. (?:Valid fields are (.*?)\.)?\s*$", text) or re.search(
-        r"No field named (.+?)\. Valid fields are (.*)", text
-    ):
-        known = match.group(2) or ""
-        return f"unknown column {match.group(1).strip(chr(34))} (columns: {known.rstrip('.')})"
+    if match := re.search(r"No field named (.+?)\.(?: Did you mean '([^']*)'\?)?(?: Valid fields are (.*?)\.?)?\s*$", text):
+        suggestion = f", did you mean {match.group(2)}?" if match.group(2) else ""
+        return f"unknown column {match.group(1).strip(chr(34))}{suggestion} (columns: {match.group(3) or ''})"
     text = re.sub(r"^(Error during planning|Schema error|This feature is not implemented|Optimizer rule '[^']*' failed): ", "", text)
     if "not implemented" in text.lower() or "Unsupported" in text:
         return f"not supported: {text}"
     return text
+
+
+def _end_position(sql: str) -> tuple[int, int]:
+    """Line and column (1-based) just after the last character of the query that is not white space."""
+    lines = sql.rstrip().splitlines() or [""]
+    return len(lines), len(lines[-1]) + 1
 
 
 # ---------------------------------------------------------------------------------------- names
@@ -129,14 +147,36 @@ def _expression_name(expr, qualifiers: set[str]) -> str:
     if variant == "Alias":
         return expr.to_variant().alias()
     if variant == "Column":
-        return expr.to_variant().name()
+        column = expr.to_variant()
+        # a column of a table is named as it is; one without a relation is an expression's output (an aggregate's)
+        return column.name() if column.relation() is not None else _strip_qualifiers(column.name(), qualifiers)
     return _strip_qualifiers(expr.schema_name(), qualifiers)
 
 
+# DataFusion writes a literal in an expression's name with its type: Int64(1), Utf8("x"), Boolean(true),
+# Decimal128(Some(5),3,2); a SQL user wrote 1, 'x', true, 0.05
+_TYPED_LITERAL = re.compile(r'\b(?:U?Int(?:8|16|32|64)|Float(?:16|32|64)|Boolean)\(([^()]*)\)|\bUtf8(?:View)?\("((?:[^"\\]|\\.)*)"\)'
+                            r"|\bDecimal128\(Some\((-?\d+)\),\d+,(\d+)\)|\bDecimal128\((-?[\d.]+),\d+,-?\d+\)")
+
+
+def _literal_text(match: re.Match) -> str:
+    if match.group(5) is not None:
+        return match.group(5)
+    if match.group(3) is not None:
+        digits, scale = match.group(3), int(match.group(4))
+        sign, digits = ("-", digits[1:]) if digits.startswith("-") else ("", digits)
+        digits = digits.rjust(scale + 1, "0")
+        return sign + (f"{digits[:-scale]}.{digits[-scale:]}" if scale else digits)
+    if match.group(2) is not None:
+        return "'" + match.group(2).replace("'", "''") + "'"
+    return match.group(1)
+
+
 def _strip_qualifiers(name: str, qualifiers: set[str]) -> str:
+    """An expression's name as its SQL text reads: without table qualifiers, literals as written."""
     for qualifier in sorted(qualifiers, key=len, reverse=True):
         name = re.sub(rf"(?<![\w.]){re.escape(qualifier)}\.", "", name)
-    return name
+    return _TYPED_LITERAL.sub(_literal_text, name)
 
 
 def _qualifiers(plan) -> set[str]:
@@ -225,7 +265,7 @@ class _Converter:
 
     def _TableScan(self, plan, scan) -> L.Node:
         names = scan.schema().field_names()
-        table = scan.table_name()
+        table = _input_name(scan.table_name(), self.tables)
         columns = tuple((name, source) for name, (_, source) in zip(names, scan.projection()))
         types = tuple(self.tables[table][source] for _, source in columns)
         for (_, source), data_type in zip(columns, types):
