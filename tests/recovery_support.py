@@ -33,6 +33,7 @@ CASES = [
     ("2:done:kill", "while waiting for the job to end"),
     ("0:done:kill", "agent 0 after publishing the result"),
     ("1:task:1:stop", "hung (SIGSTOP) in the middle of a stage"),
+    ("2:sealed:1:term", "SIGTERM (a drain) after sealing its join output"),
 ]
 TWO_AT_ONCE = ["1:task:1:kill", "2:task:1:kill"]
 

@@ -23,11 +23,10 @@ import time
 from sabot_agent import failpoints
 from sabot_agent.jobspec import MAX_AGENT_REPLACEMENTS, MAX_AGENTS, MAX_SLOTS, JobSpecError, load_job_file, parse_memory
 from sabot_agent.security import AgentTLS, TLSConfigError, tls_enabled
-from sabot_agent.settings import ENV, FAILPOINT_ENV, MAX_ATTEMPT, MAX_PORT, ArgumentParser, UsageError, integer_in, memory_quantity, seconds
+from sabot_agent.settings import (ENV, FAILPOINT_ENV, JOB_REFUSED, MAX_ATTEMPT, MAX_PORT, TERMINATED, USAGE_ERROR, ArgumentParser, UsageError,
+                                  integer_in, memory_quantity, seconds)
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-USAGE_ERROR = 2  # exit code of a bad flag, variable or job file, reported before anything starts
-JOB_REFUSED = 3  # exit code of a job its inputs' schemas refute (found before anything starts; deterministic)
 
 # flag name -> help; the environment variable of each is settings.ENV[name]
 _OPTIONS = {
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         # 128 + SIGTERM, as a shell reports it: a supervisor tells an agent stopped from outside (a
         # liveness probe, a pod deleted or drained) from one that failed the job by itself
-        return _fail(f"agent {args.agent_index}: stopped by SIGTERM", args.termination_log, 128 + signal.SIGTERM)
+        return _fail(f"agent {args.agent_index}: stopped by SIGTERM", args.termination_log, TERMINATED)
     except KeyboardInterrupt:
         return _fail(f"agent {args.agent_index}: interrupted", args.termination_log)
 

@@ -1,7 +1,7 @@
 """Failpoints: make one agent fail at a chosen point of a job, for the recovery tests and benchmark.
 
 `SABOT_FAILPOINT="<agent>:<point>:<action>[:<marker file>]"` in an agent's environment makes agent
-<agent> SIGKILL or SIGSTOP itself (<action>: kill, stop) the first time it reaches <point>:
+<agent> SIGKILL, SIGSTOP or SIGTERM itself (<action>: kill, stop, term) the first time it reaches <point>:
 
     task:<stage>     a task of the stage starts (reading, mapping, reducing)
     sealed:<stage>   the agent sealed its output of the stage
@@ -23,7 +23,8 @@ import signal
 
 from sabot_agent.settings import FAILPOINT_ENV
 
-ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+# term: a SIGTERM as a drain or a supervisor sends it (the agent unwinds and exits 128 + SIGTERM)
+ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM}
 POINTS_WITHOUT_STAGE = ("serving", "written", "done")
 STAGE_POINTS = ("task", "sealed")
 
@@ -41,7 +42,7 @@ def parse(text: str) -> dict[tuple[int, str], tuple[str, str]]:
             raise ValueError(f"{FAILPOINT_ENV}: {item!r} is not <agent>:<point>:<action>[:<marker file>]")
         action, marker = rest[0], rest[1] if len(rest) == 2 else ""
         if action not in ACTIONS:
-            raise ValueError(f"{FAILPOINT_ENV}: unknown action {action!r} in {item!r} (kill, stop)")
+            raise ValueError(f"{FAILPOINT_ENV}: unknown action {action!r} in {item!r} ({', '.join(ACTIONS)})")
         points[(int(agent), point)] = (action, marker)
     return points
 

@@ -1,4 +1,4 @@
-"""The settings of `sabot-agent` and `sabot run`: environment variable names and argument checks.
+"""The settings of `sabot-agent` and `sabot run`: environment variable names, exit codes and argument checks.
 
 ``ENV`` maps each `sabot-agent` flag (its argparse dest) to the environment variable it is read from;
 the operator's pod builder (operator/sabot_operator/builders.py ``agent_env``) sets the same names, so
@@ -13,8 +13,28 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import signal
 
 from sabot_agent.jobspec import parse_memory
+
+# exit codes of `sabot-agent`, read by `sabot run`'s supervisor and by the operator
+USAGE_ERROR = 2  # a bad flag, variable or job file, reported before anything starts
+JOB_REFUSED = 3  # a job its inputs' schemas refute (found before anything starts; every attempt would be refused)
+TERMINATED = 128 + signal.SIGTERM  # the agent's own exit on SIGTERM, as a shell reports a signal
+
+
+def killing_signal(exit_code: int | None) -> str | None:
+    """The signal that ended an agent, named, or None when it exited by itself (or still runs): a
+    negative code (a direct child, Python's convention) or one above 128 (a shell's or a container
+    runtime's 128 + N, and the agent's own exit on SIGTERM). An agent ended by a signal is lost, not failed."""
+    if exit_code is None or 0 <= exit_code <= 128:
+        return None
+    number = -exit_code if exit_code < 0 else exit_code - 128
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
 
 ENV = {
     "job": "SABOT_JOB",

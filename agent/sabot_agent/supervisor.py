@@ -1,6 +1,6 @@
 """`sabot run`'s supervision of its agents: wait for them, replace a lost one, fail on a real failure.
 
-An agent is lost when it is killed (a signal: SIGKILL, the kernel's OOM killer) or hangs (its HTTP port
+An agent is lost when it is killed (a signal: SIGKILL, the kernel's OOM killer, a SIGTERM from outside) or hangs (its HTTP port
 has not answered for `hungAfterSeconds`: stopped, deadlocked, partitioned). A lost agent is replaced by
 a new process of the same index on the same Flight port (LocalCluster.replace); its peers, started with
 --replaceable, wait for it and fetch from it again, and it recomputes its own share while fetching its
@@ -13,11 +13,11 @@ itself (bad data, an expression error): replacing it would only fail again, so t
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass, field
 
 from sabot_agent.jobspec import RecoverySpec
+from sabot_agent.settings import killing_signal
 
 # exit codes are polled this often; health is checked at most this often per agent
 PROCESS_POLL_SECONDS = 0.05
@@ -43,9 +43,10 @@ class Outcome:
 
 
 def lost_reason(index: int, exit_code: int | None, silent_seconds: float, hung_after: float) -> str | None:
-    """Why agent `index` is lost and should be replaced, or None (running, or exited by itself)."""
-    if exit_code is not None and exit_code < 0:
-        return f"agent {index}: killed by signal {signal.Signals(-exit_code).name}"
+    """Why agent `index` is lost and should be replaced, or None (running, or exited by itself). The
+    operator applies the same rule to its pods (settings.killing_signal)."""
+    if (name := killing_signal(exit_code)) is not None:
+        return f"agent {index}: killed by signal {name}"
     if exit_code is None and silent_seconds >= hung_after:
         return f"agent {index}: did not answer on its HTTP port for {silent_seconds:.0f}s (hung)"
     return None

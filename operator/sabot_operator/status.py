@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -22,7 +21,7 @@ from typing import Any, Mapping
 import jsonschema
 
 from sabot_agent import security
-from sabot_agent.agent import JOB_REFUSED
+from sabot_agent.settings import JOB_REFUSED, killing_signal
 from sabot_agent.jobspec import RecoverySpec
 
 from . import builders, crd
@@ -167,11 +166,8 @@ def lost_reason(pod: dict[str, Any]) -> str | None:
     code = terminated.get("exitCode", 0)
     if terminated.get("reason") == "OOMKilled":
         return f"OOM-killed (exit code {code})"
-    if code > 128:
-        try:
-            return f"killed by {signal.Signals(code - 128).name} (exit code {code})"
-        except ValueError:
-            return f"killed by signal {code - 128} (exit code {code})"
+    if (name := killing_signal(code)) is not None:
+        return f"killed by {name} (exit code {code})"
     return None
 
 

@@ -20,6 +20,7 @@ from sabot_agent import failpoints
 from sabot_agent.failpoints import FAILPOINT_ENV
 from sabot_agent.jobspec import OutputSpec
 from sabot_agent.output import ResultLocation
+from sabot_agent.settings import JOB_REFUSED, TERMINATED, USAGE_ERROR, killing_signal
 from sabot_agent.supervisor import lost_reason
 
 RUN_TIMEOUT = 180
@@ -63,7 +64,7 @@ def test_a_lost_agent_is_replaced_and_the_result_is_exact(tmp_path, data, failpo
     agent, action = int(failpoint.split(":")[0]), failpoint.rsplit(":", 1)[-1]
     [replacement] = summary["replacements"]
     assert replacement["agent"] == agent
-    assert ("killed by signal SIGKILL" if action == "kill" else "(hung)") in replacement["reason"]
+    assert {"kill": "killed by signal SIGKILL", "stop": "(hung)", "term": "stopped by SIGTERM"}[action] in replacement["reason"]
     assert f"agent {agent}: " in completed.stderr and "replacing it (1 of 3)" in completed.stderr
     manifest = assert_exact(tmp_path, data)
     assert manifest["attempt"] == 0  # the same attempt: only the lost agent's work was redone
@@ -94,6 +95,15 @@ def test_lost_reason_tells_a_loss_from_an_exit():
     assert lost_reason(2, None, 29.0, 30) is None
     assert lost_reason(0, 1, 99.0, 30) is None  # it exited with an error: a failure of the job, not a loss
     assert lost_reason(0, 0, 0.0, 30) is None
+    # SIGTERM from outside: the agent exits 128 + 15 itself, a loss as on a cluster (the operator's rule too)
+    assert lost_reason(1, TERMINATED, 0.0, 30) == "agent 1: killed by signal SIGTERM"
+    assert lost_reason(1, JOB_REFUSED, 0.0, 30) is None and lost_reason(1, USAGE_ERROR, 0.0, 30) is None
+
+
+def test_one_rule_tells_a_signal_from_an_exit_code():
+    assert killing_signal(-9) == "SIGKILL" and killing_signal(137) == "SIGKILL" and killing_signal(TERMINATED) == "SIGTERM"
+    assert killing_signal(128 + 99) == "signal 99"
+    assert [killing_signal(code) for code in (None, 0, 1, 2, 3, 127, 128)] == [None] * 7
 
 
 def test_failpoint_syntax():

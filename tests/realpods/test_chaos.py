@@ -136,7 +136,8 @@ def test_a_lost_agent_pod_is_replaced_and_the_result_is_exact(realpods_cluster, 
     status, _ = run_job(realpods_cluster, namespace, job, timeout=JOB_TIMEOUT)
     [replacement] = assert_recovered(realpods_cluster, pod_s3, namespace, name, status, output, chaos_data, undisturbed, [agent])
     # a hung agent is killed by the kubelet once its liveness probe has failed for hungAfterSeconds
-    assert replacement["reason"].startswith("killed by SIGKILL (exit code 137)"), replacement
+    expected = "killed by SIGTERM (exit code 143)" if action == "term" else "killed by SIGKILL (exit code 137)"
+    assert replacement["reason"].startswith(expected), replacement
 
 
 def test_two_agent_pods_lost_at_once_are_both_replaced(realpods_cluster, operator_process, pod_s3, namespace, chaos_data, undisturbed):
