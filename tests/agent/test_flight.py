@@ -86,6 +86,13 @@ def test_failed_fetches_and_rows_an_agent_keeps_for_itself_are_counted(tmp_path)
         assert sample("sabot_shuffle_rows_total", direction="in", rpc="local") == result["rows_shuffled"]  # all read back from its store
         assert sample("sabot_shuffle_rows_total", direction="in", rpc="do_get") is None
         assert sample("sabot_fetch_failures_total") == 0
+        # per-stage series (the stage label is bounded: a handful per job) agree with the JSON result
+        for stage in result["stages"]:
+            labels = {"stage": str(stage["stage"])}
+            assert sample("sabot_stage_rows_total", direction="in", **labels) == stage["rows_in"]
+            assert sample("sabot_stage_rows_total", direction="out", **labels) == stage["rows_out"]
+            assert sample("sabot_stage_tasks_total", **labels) == stage["tasks_done"] == stage["tasks"] > 0
+            assert sample("sabot_stage_seconds_total", **labels) > 0
         refused = ShuffleClient(["127.0.0.1:9"], metrics=agent.metrics, max_attempts=2, backoff_seconds=0.01, call_timeout=2)
         with pytest.raises(ShuffleError, match="failed after 2 attempts"):
             refused.fetch(0, stage_shuffle_id("counted", 0, 0), 0)
