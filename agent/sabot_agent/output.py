@@ -116,6 +116,7 @@ class ResultLocation:
             entries, manifest = self.visible_entries(), self.manifest()
         except OSError as exc:
             raise OutputError(f"cannot inspect output location {path!r}: {_first_line(exc)}") from None
+        self._check_writable()
         if manifest is not None and self.run and manifest.get("job") == self.job and manifest.get("run") == self.run:
             return  # this run's own result, published before an agent was replaced
         if self.output.mode == "overwrite":
@@ -130,6 +131,19 @@ class ResultLocation:
             raise OutputError(f"output {path!r} already holds a result of job {manifest.get('job')!r} (output.mode: overwrite replaces it)")
         if entries:
             raise OutputError(f"output {path!r} is not empty ({_names(entries)}); give an empty or new location")
+
+    def _check_writable(self) -> None:
+        """A local location must be writable where it will be created: the output directory, or the
+        nearest directory above it that exists (a read-only mount, a directory of another user). Object
+        stores say so only when written to."""
+        if not isinstance(self.filesystem, pafs.LocalFileSystem):
+            return
+        directory = os.path.abspath(self.base)
+        while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+            directory = os.path.dirname(directory)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            reason = "is on a read-only filesystem" if _read_only_mount(directory) else "is not writable by this user"
+            raise OutputError(f"output {self.output.path!r}: {directory} {reason}")
 
     def write_part(self, table: pa.Table, attempt: int, agent_index: int, instance: str, checksum: int) -> Part:
         """This agent's part, into the attempt's staging directory (via a temporary name and a rename)."""
@@ -251,3 +265,10 @@ def _names(entries: list[str]) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _read_only_mount(directory: str) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

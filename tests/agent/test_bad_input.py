@@ -148,6 +148,22 @@ def tiny_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
+def test_an_output_on_a_read_only_filesystem_is_refused_before_anything_starts(tmp_path, tiny_tmpfs):
+    """A read-only mount holding an old part file of this job (output.mode overwrite would replace it):
+    one line naming the mount, exit 2, no agent started, the old file untouched."""
+    (tiny_tmpfs / "out").mkdir()
+    old_part = tiny_tmpfs / "out" / "part-00000.parquet"
+    old_part.write_bytes(b"an earlier result")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    doc = job_doc("read-only")
+    doc["spec"]["pipeline"]["output"] = {"format": "parquet", "path": str(tiny_tmpfs / "out" / "new"), "mode": "overwrite"}
+    path = tmp_path / "read-only.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    completed = run(tmp_path, "sabot_agent.cli", "run", str(path))
+    one_line_usage_error(completed, f"sabot: spec.pipeline.output.path: output '{tiny_tmpfs / 'out' / 'new'}': {tiny_tmpfs / 'out'} is on a read-only filesystem")
+    assert old_part.read_bytes() == b"an earlier result" and not list((tmp_path / "tmp").glob("sabot-*/agent-*"))
+
+
 def test_a_full_spill_directory_is_the_reported_reason(tmp_path, tiny_tmpfs):
     """The spill directory, the agent's logs and its termination log share a 256 KiB filesystem (as in
     `sabot run`'s work directory) and a 16 KiB budget makes the agent spill far more than fits."""
