@@ -133,7 +133,7 @@ class InProcessEngine:
         self.workdir = workdir
         self.native = sabot_native
         self.executor = sabot_native.MorselExecutor(threads=1)
-        self.slots = sabot_native.TaskSlotManager(slots=1, executor=self.executor)
+        self.slots = sabot_native.TaskSlotManager(slots=1)
         self._runs = 0
 
     def close(self) -> None:

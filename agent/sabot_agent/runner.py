@@ -74,7 +74,7 @@ class Agent:
         threads = config.threads or sabot_native.default_thread_count()
         pa.set_cpu_count(threads)
         self.executor = sabot_native.MorselExecutor(threads=threads)
-        self.slots = sabot_native.TaskSlotManager(slots=config.slots, executor=self.executor)
+        self.slots = sabot_native.TaskSlotManager(slots=config.slots)
         self.metrics = AgentMetrics(job.name if job else "none", config.agent_index)
         self.store = PartitionStore(
             config.memory_budget_bytes, os.path.join(config.spill_dir, f"agent-{config.agent_index}"), sabot_native.batch_checksum

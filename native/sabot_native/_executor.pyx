@@ -71,11 +71,10 @@ cdef class MorselExecutor:
 
 cdef class TaskSlotManager:
     """N task slots bounding the concurrent tasks of an agent; the tasks run their kernels on the
-    agent's one MorselExecutor, which shares its threads fairly between them. `executor` names that
-    executor (checked to be one; the manager itself only counts slots)."""
+    agent's one MorselExecutor, which shares its threads fairly between them (the manager only counts slots)."""
     cdef task_slots.TaskSlotManager* impl
 
-    def __cinit__(self, int slots, MorselExecutor executor not None):
+    def __cinit__(self, int slots):
         self.impl = new task_slots.TaskSlotManager(slots)
 
     def __dealloc__(self):

@@ -4,13 +4,7 @@ import time
 
 import pytest
 
-from sabot_native import MorselExecutor, TaskSlotManager
-
-
-@pytest.fixture
-def executor():
-    with MorselExecutor(threads=2) as ex:
-        yield ex
+from sabot_native import TaskSlotManager
 
 
 def wait_until(predicate, seconds=5.0):
@@ -20,8 +14,8 @@ def wait_until(predicate, seconds=5.0):
     return predicate()
 
 
-def test_acquire_blocks_while_all_slots_are_busy_and_wakes_on_release(executor):
-    slots = TaskSlotManager(2, executor)
+def test_acquire_blocks_while_all_slots_are_busy_and_wakes_on_release():
+    slots = TaskSlotManager(2)
     assert slots.total == 2 and slots.busy == 0
     first = slots.acquire("a").__enter__()
     with slots.acquire("b"):
@@ -42,11 +36,11 @@ def test_acquire_blocks_while_all_slots_are_busy_and_wakes_on_release(executor):
     assert slots.busy == 0
 
 
-def test_concurrency_never_exceeds_the_slots(executor):
+def test_concurrency_never_exceeds_the_slots():
     """Exactly 3 run at once: in the first round every task waits inside its slot until 3 are there
     (a barrier, so the peak does not depend on timing), and 6 such tasks pass as two groups of 3.
     Then 6 threads run 20 tasks each and never more than 3 at once."""
-    slots = TaskSlotManager(3, executor)
+    slots = TaskSlotManager(3)
     lock = threading.Lock()
     state = {"running": 0, "peak": 0, "done": 0}
     errors = []
@@ -82,8 +76,8 @@ def test_concurrency_never_exceeds_the_slots(executor):
     assert state["done"] == 126 and state["peak"] <= 3 and slots.busy == 0
 
 
-def test_a_slot_is_released_when_its_block_raises(executor):
-    slots = TaskSlotManager(1, executor)
+def test_a_slot_is_released_when_its_block_raises():
+    slots = TaskSlotManager(1)
     with pytest.raises(KeyError):
         with slots.acquire("fails"):
             raise KeyError("boom")
@@ -92,8 +86,8 @@ def test_a_slot_is_released_when_its_block_raises(executor):
         assert slots.busy == 1
 
 
-def test_close_wakes_waiters_with_an_error_and_running_tasks_keep_their_slot(executor):
-    slots = TaskSlotManager(1, executor)
+def test_close_wakes_waiters_with_an_error_and_running_tasks_keep_their_slot():
+    slots = TaskSlotManager(1)
     errors = []
 
     def wait():
@@ -115,8 +109,8 @@ def test_close_wakes_waiters_with_an_error_and_running_tasks_keep_their_slot(exe
         slots.acquire("late")
 
 
-def test_waiting_acquire_does_not_hold_the_gil(executor):
-    slots = TaskSlotManager(1, executor)
+def test_waiting_acquire_does_not_hold_the_gil():
+    slots = TaskSlotManager(1)
     with slots.acquire("holder"):
         waiter = threading.Thread(target=lambda: slots.acquire("waiter").__exit__(None, None, None))
         waiter.start()
@@ -129,11 +123,7 @@ def test_waiting_acquire_does_not_hold_the_gil(executor):
 
 
 @pytest.mark.parametrize("bad", [0, -3])
-def test_non_positive_slot_counts_are_rejected(executor, bad):
+def test_non_positive_slot_counts_are_rejected(bad):
     with pytest.raises(ValueError, match="slots must be > 0"):
-        TaskSlotManager(bad, executor)
+        TaskSlotManager(bad)
 
-
-def test_the_executor_must_be_a_morsel_executor():
-    with pytest.raises(TypeError):
-        TaskSlotManager(1, "threads")
