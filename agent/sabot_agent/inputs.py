@@ -42,6 +42,7 @@ from sabot_agent.jobspec import GeneratedColumn, InputSpec, StorageSpec, generat
 from sabot_agent.plan import expressions as E
 from sabot_agent.plan import types as T
 from sabot_agent.plan.estimates import TableStats, type_bytes
+from sabot_agent.tables import concat_tables, slice_rows
 from sabot_agent.tickets import fnv1a_64
 
 GENERATE_BATCH_ROWS = 1 << 20
@@ -501,7 +502,7 @@ def read_units(info: InputInfo, units: list[Unit], source_columns: list[str]) ->
     tables = [_read_run(info, run, source_columns) for run in _runs(info, units)]
     if not tables:
         return schema.empty_table()
-    return pa.concat_tables([_to_engine(table, schema) for table in tables])
+    return concat_tables([_to_engine(table, schema) for table in tables])
 
 
 def _runs(info: InputInfo, units: list[Unit]) -> list[list[Unit]]:
@@ -531,7 +532,7 @@ def _read_run(info: InputInfo, run: list[Unit], columns: list[str]) -> pa.Table:
     except (OSError, pa.ArrowInvalid) as exc:
         raise InputError(f"input {info.spec.name!r}: reading {unit.path} failed: {_first_line(exc)}") from None
     if unit.length is not None:
-        table = table.slice(unit.offset, unit.length)
+        table = slice_rows(table, unit.offset, unit.length)
     return table
 
 
@@ -550,7 +551,7 @@ def _read_unit(info: InputInfo, unit: Unit, columns: list[str]) -> pa.Table:
     except (OSError, pa.ArrowInvalid) as exc:
         raise InputError(f"input {spec.name!r}: reading {unit.path} failed: {_first_line(exc)}") from None
     if unit.length is not None:
-        table = table.slice(unit.offset, unit.length)
+        table = slice_rows(table, unit.offset, unit.length)
     return table
 
 

@@ -3,7 +3,7 @@ of their own, against duckdb on the same Parquet files: every query with one age
 those where two agents split the work through `sabot run` too. ORDER BY puts NULLs last by default in
 both directions and NaN above every number (NULLs apart); the column of RIGHT/FULL JOIN ... USING is
 COALESCE of both keys; INTERSECT/EXCEPT and IS NOT DISTINCT FROM take NULLs as equal; RIGHT and CROSS
-joins, CAST and IS NULL."""
+joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ QUERIES = {
     "except": "SELECT a FROM t EXCEPT SELECT a FROM u",
     "except_intersect_floats": "SELECT v FROM t EXCEPT SELECT w FROM u INTERSECT SELECT v FROM t WHERE id > 10",
     "is_not_distinct_from_join": "SELECT t.id, u.x FROM t JOIN u ON t.a IS NOT DISTINCT FROM u.a",
+    # count(*) reads no column: tables of N rows and no columns through scans, unions, limits and joins
+    "count_star": "SELECT count(*) AS n FROM t",
+    "count_star_having": "SELECT count(*) AS n FROM t HAVING count(*) > 3",
+    "count_union_all": "SELECT count(*) AS n FROM (SELECT a FROM t UNION ALL SELECT a FROM u) s",
+    "count_cross_only": "SELECT count(*) AS n FROM t CROSS JOIN u",
+    "count_limit_offset": "SELECT count(*) AS n FROM (SELECT id FROM t LIMIT 10 OFFSET 55) s",
+    # a float compared with or combined with a decimal literal is a float (inf, NaN, no rounding)
+    "float_vs_decimal_literal": "SELECT id, v FROM t WHERE v = 1.5 OR v IN (0.5, -2) OR v > 3.25 OR v BETWEEN -1.5 AND -0.5",
+    "float_with_decimal_literal": "SELECT id, v * 1.5 AS w, coalesce(v, 2.5) AS c, CASE WHEN v > 0.5 THEN 1 END AS k FROM t",
 }
 
 
@@ -68,7 +77,8 @@ def dataset(tmp_path_factory):
 
 # where two agents split the work: joins of split sides, the per-agent top-k and its merge, set operations
 TWO_AGENTS = ["full_join_using", "right_join_using_star", "full_join_using_filter_group", "right_join_using_order", "cross_join_count",
-              "order_desc_limit", "order_nan_desc_nulls_first_limit", "order_nan_asc_limit", "intersect", "except"]  # fmt: skip
+              "order_desc_limit", "order_nan_desc_nulls_first_limit", "order_nan_asc_limit", "intersect", "except", "count_star",
+              "count_star_having", "count_union_all", "float_vs_decimal_literal"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))

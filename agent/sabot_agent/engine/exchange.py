@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from sabot_agent.client import ShuffleError
 from sabot_agent.store import PartitionStore, combine_checksums
+from sabot_agent.tables import concat_tables
 from sabot_agent.tickets import PartitionKey, PutMetadata, shuffle_id
 
 # a long poll for a producer's seal waits at most this long per call
@@ -313,7 +314,7 @@ class ExchangeReader:
                 tables.append(table)
         if not tables:
             return (schema or self.schema(stage)).empty_table()
-        return pa.concat_tables(tables)
+        return concat_tables(tables)
 
     def _read_from(self, stage: int, producer: int, partition: int, seal: _Seal) -> pa.Table | None:
         """The producer's part of the partition (None: it holds no rows of it), verified against its

@@ -26,6 +26,7 @@ from sabot_agent.plan import expressions as E
 from sabot_agent.plan import logical as L
 from sabot_agent.plan import physical as P
 from sabot_agent.plan import types as T
+from sabot_agent.tables import cast_table, concat_tables, rows_only, slice_rows, take
 
 ROW_ID = "__row_id"
 CROSS_CHUNK_ROWS = 1 << 20
@@ -58,7 +59,7 @@ def _execute(op: P.Op, inputs: TaskInputs) -> pa.Table:
         return evaluate_predicate(op.predicate, table) if op.predicate is not None else table
     if isinstance(op, P.ValuesOp):
         schema = pa.schema([pa.field(f.name, f.type if not T.is_null(f.type) else pa.null()) for f in op.fields])
-        return pa.Table.from_pylist([dict(zip(schema.names, row)) for row in op.rows], schema=schema) if op.fields else _empty_rows(len(op.rows))
+        return pa.Table.from_pylist([dict(zip(schema.names, row)) for row in op.rows], schema=schema) if op.fields else rows_only(len(op.rows))
     if isinstance(op, P.ExchangeRead):
         return inputs.exchange(op)
     if isinstance(op, P.ReplicatedOp):
@@ -75,16 +76,11 @@ def _execute(op: P.Op, inputs: TaskInputs) -> pa.Table:
         return sort(_execute(op.input, inputs), op.keys, op.limit, op.offset)
     if isinstance(op, P.LimitOp):
         table = _execute(op.input, inputs)
-        return table.slice(op.offset, op.limit if op.limit is not None else table.num_rows)
+        return slice_rows(table, op.offset, op.limit)
     if isinstance(op, P.UnionOp):
         parts = [_execute(part, inputs) for part in op.parts]
-        return pa.concat_tables([part.cast(parts[0].schema) for part in parts])
+        return concat_tables([cast_table(part, parts[0].schema) for part in parts])
     raise OperatorError(f"operator {type(op).__name__} cannot run")
-
-
-def _empty_rows(count: int) -> pa.Table:
-    """A table of `count` rows and no columns (SELECT without FROM)."""
-    return pa.table({"__row": pa.nulls(count)}).drop_columns(["__row"]) if count else pa.table({})
 
 
 # ---------------------------------------------------------------------------------------- project
@@ -97,7 +93,7 @@ def conform(array, data_type: pa.DataType):
 def project(table: pa.Table, exprs: list[tuple[str, E.Expr]]) -> pa.Table:
     columns = [conform(evaluate(expr, table), expr.type if not T.is_null(expr.type) else pa.null()) for _, expr in exprs]
     if not exprs:
-        return _empty_rows(table.num_rows)
+        return rows_only(table.num_rows)
     return pa.Table.from_arrays(columns, names=[name for name, _ in exprs])
 
 
@@ -153,12 +149,12 @@ def _finish_aggregate(op: P.AggregateOp, result: pa.Table) -> pa.Table:
         result = result.drop_columns([GLOBAL_KEY])
         if result.num_rows == 0:
             values = {name: pa.array([0 if call.function in ("count", "count_all") else None], type=call.type) for name, call in op.aggregates}
-            return pa.table(values) if values else _empty_rows(1)
+            return pa.table(values) if values else rows_only(1)
     columns = [conform(result.column(name), expr.type) for name, expr in op.keys]
     columns += [conform(result.column(name), call.type) for name, call in op.aggregates]
     names = [name for name, _ in op.keys] + [name for name, _ in op.aggregates]
     if not names:
-        return _empty_rows(result.num_rows)
+        return rows_only(result.num_rows)
     return pa.Table.from_arrays(columns, names=names)
 
 
@@ -185,7 +181,7 @@ def _aggregate_distinct(op: P.AggregateOp, table: pa.Table, inputs: TaskInputs) 
 
 
 def _sorted_by(table: pa.Table, keys: list[str]) -> pa.Table:
-    return table.take(pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys]))
+    return take(table, pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys]))
 
 
 # ---------------------------------------------------------------------------------------- join
@@ -223,7 +219,7 @@ def _join_with_residual(op: P.JoinOp, left: pa.Table, right: pa.Table, left_keys
         return pairs
     matched_left = pc.unique(pairs.column(ROW_ID))
     if op.kind == "semi":
-        return left.take(matched_left.take(pc.sort_indices(matched_left)))
+        return take(left, matched_left.take(pc.sort_indices(matched_left)))
     left_unmatched = left.filter(pc.invert(pc.is_in(left_ids.column(ROW_ID), value_set=matched_left)))
     if op.kind == "anti":
         return left_unmatched
@@ -233,7 +229,7 @@ def _join_with_residual(op: P.JoinOp, left: pa.Table, right: pa.Table, left_keys
         matched_right = pc.unique(pairs.column(ROW_ID + "_r"))
         right_unmatched = right.filter(pc.invert(pc.is_in(right_ids.column(ROW_ID + "_r"), value_set=matched_right)))
         parts.append(_pad_left(right_unmatched, left.schema).select(left.column_names + right.column_names))
-    return pa.concat_tables(parts)
+    return concat_tables(parts)
 
 
 def _pad_right(left: pa.Table, right_schema: pa.Schema) -> pa.Table:
@@ -267,15 +263,14 @@ def _join_cross(left: pa.Table, right: pa.Table, residual: E.Expr | None) -> pa.
         )
     left_per_chunk = max(1, CROSS_CHUNK_ROWS // right_rows)
     for start in range(0, left.num_rows, left_per_chunk):
-        block = left.slice(start, left_per_chunk)
+        block = slice_rows(left, start, left_per_chunk)
         left_index = np.repeat(np.arange(block.num_rows, dtype=np.int64), right_rows)
         right_index = np.tile(np.arange(right_rows, dtype=np.int64), block.num_rows)
-        combined = pa.Table.from_arrays(
-            list(block.take(left_index).columns) + list(right.take(right_index).columns),
-            schema=pa.schema(list(left.schema) + list(right.schema)),
-        )
+        schema = pa.schema(list(left.schema) + list(right.schema))
+        columns = list(block.take(left_index).columns) + list(right.take(right_index).columns)
+        combined = pa.Table.from_arrays(columns, schema=schema) if columns else rows_only(len(left_index))
         pieces.append(evaluate_predicate(residual, combined) if residual is not None else combined)
-    return pa.concat_tables(pieces)
+    return concat_tables(pieces)
 
 
 def _anti_null_aware(left: pa.Table, right: pa.Table, left_keys: list[str], right_keys: list[str]) -> pa.Table:
@@ -312,7 +307,7 @@ def sort(table: pa.Table, keys: list[L.SortKey], limit: int | None, offset: int)
     indices = pc.sort_indices(keyed, sort_keys=sort_keys)
     if limit is not None or offset:
         indices = indices.slice(offset, limit)
-    return table.take(indices)
+    return take(table, indices)
 
 
 def _float_sort_class(values, ascending: bool, nulls_first: bool) -> pa.Array:

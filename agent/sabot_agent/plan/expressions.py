@@ -153,6 +153,9 @@ def _check_castable(source: pa.DataType, target: pa.DataType) -> None:
 def _cast_literal(expr: Literal, target: pa.DataType) -> Literal:
     if expr.value is None:
         return Literal(target, None)
+    if T.is_decimal(expr.type) and T.is_float(target):
+        # correctly rounded (Arrow's cast multiplies by an inexact 10^-scale: 1.500000000000000 -> 1.5000000000000002)
+        return Literal(target, _normalize_literal(float(expr.value), target))
     try:
         value = pa.scalar(expr.value, type=expr.type if not T.is_null(expr.type) else None).cast(target).as_py()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:

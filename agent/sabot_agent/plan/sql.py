@@ -64,6 +64,15 @@ def plan_sql(sql: str, tables: dict[str, pa.Schema]) -> L.Query:
     return L.Query(root=root, output_names=tuple(_output_names(written, root)), ordered=_is_ordered(plan))
 
 
+def _float_coerced_to_decimal(source: pa.DataType, target: pa.DataType) -> bool:
+    """A cast DataFusion's type coercion puts on a float against a decimal operand: float64 to
+    decimal(p >= 30, 15), float32 to decimal(p >= 14, 7) (wider when the other side needs more digits)."""
+    if not (T.is_float(source) and T.is_decimal(target)):
+        return False
+    precision, scale = (30, 15) if pa.types.is_float64(source) else (14, 7)
+    return target.scale == scale and target.precision >= precision
+
+
 def _input_name(table: str, tables: dict) -> str:
     """The job input a scan reads: DataFusion keeps the name as written, and the inputs are registered in
     its default catalog and schema, so `public.t` and `datafusion.public.t` name input `t` too."""
@@ -531,6 +540,10 @@ class _Expressions:
             return inner
         if isinstance(inner, E.Literal) and inner.value is not None and T.is_decimal(target) and T.is_float(inner.type):
             return E.literal(decimal.Decimal(repr(inner.value)))
+        if _float_coerced_to_decimal(inner.type, target):
+            # DataFusion's coercion of a float against a decimal (a literal such as 1.5): it would fail on
+            # inf, NaN and values beyond 10^15 and round float32s; in duckdb the float wins, as in Sabot's rules
+            return inner
         return E.cast(inner, target)
 
     def _TryCast(self, expr) -> E.Expr:
