@@ -3,7 +3,7 @@ of their own, against duckdb on the same Parquet files: every query with one age
 those where two agents split the work through `sabot run` too. ORDER BY puts NULLs last by default in
 both directions and NaN above every number (NULLs apart); the column of RIGHT/FULL JOIN ... USING is
 COALESCE of both keys; INTERSECT/EXCEPT and IS NOT DISTINCT FROM take NULLs as equal; RIGHT and CROSS
-joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals."""
+joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals; REPLACE, GREATEST and LEAST."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ QUERIES = {
     "count_limit_offset": "SELECT count(*) AS n FROM (SELECT id FROM t LIMIT 10 OFFSET 55) s",
     # a float compared with or combined with a decimal literal is a float (inf, NaN, no rounding)
     "float_vs_decimal_literal": "SELECT id, v FROM t WHERE v = 1.5 OR v IN (0.5, -2) OR v > 3.25 OR v BETWEEN -1.5 AND -0.5",
+    "replace_greatest_least": """
+        SELECT id, greatest(a, b) AS g, least(a, b) AS l, greatest(v, 0.5) AS gv, least(v, 0.5) AS lv,
+               replace(CAST(a AS VARCHAR), '1', 'one') AS r, replace(CAST(b AS VARCHAR), '', 'z') AS e FROM t""",
     "float_with_decimal_literal": "SELECT id, v * 1.5 AS w, coalesce(v, 2.5) AS c, CASE WHEN v > 0.5 THEN 1 END AS k FROM t",
 }
 

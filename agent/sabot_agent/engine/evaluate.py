@@ -322,6 +322,22 @@ def _string_predicate(expr: Call, args: list[Value]) -> Value:
     return kernel(args[0], expr.option("pattern"))
 
 
+def _replace(expr: Call, args: list[Value]) -> Value:
+    return pc.replace_substring(args[0], expr.option("pattern"), expr.option("replacement"))
+
+
+def _extreme(expr: Call, args: list[Value]) -> Value:
+    if T.is_float(expr.type):  # NaN is above every number (Arrow's element-wise max would skip it)
+        nan = pc.or_kleene(*[pc.is_nan(arg) for arg in args]) if len(args) > 1 else pc.is_nan(args[0])
+        if expr.fn == "greatest":
+            return pc.if_else(pc.fill_null(nan, False), pa.scalar(float("nan")), pc.max_element_wise(*args, skip_nulls=True))
+        numbers = [pc.if_else(pc.is_nan(arg), pa.scalar(None, pa.float64()), arg) for arg in args]
+        least = pc.min_element_wise(*numbers, skip_nulls=True)
+        return pc.if_else(pc.and_kleene(pc.is_null(least), pc.fill_null(nan, False)), pa.scalar(float("nan")), least)
+    kernel = pc.max_element_wise if expr.fn == "greatest" else pc.min_element_wise
+    return kernel(*args, skip_nulls=True)
+
+
 # ---------------------------------------------------------------------------------------- dates
 
 
@@ -429,4 +445,7 @@ _CALLS = {
     "date_add_days": _date_add_days,
     "date_diff_days": _date_diff_days,
     **{name: _math for name in ("abs", "round", "ceil", "floor", "sqrt", "exp", "ln", "log10")},
+    "replace": _replace,
+    "greatest": _extreme,
+    "least": _extreme,
 }

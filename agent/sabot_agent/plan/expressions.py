@@ -349,6 +349,23 @@ def _string_predicate(fn: str, args: list[Expr], options: dict) -> Expr:
     return _make(fn, (cast(value, pa.string()),), pa.bool_(), pattern=other.value)
 
 
+def _replace(fn: str, args: list[Expr], options: dict) -> Expr:
+    value, old, new = args
+    if not all(isinstance(arg, Literal) and T.is_string(arg.type) for arg in (old, new)):
+        raise PlanError("REPLACE with a non-constant search or replacement is not supported yet")
+    if not T.is_string(value.type):
+        raise PlanError(f"REPLACE needs a string, got {value.type}")
+    if old.value == "":  # nothing to replace (and Arrow's replace_substring never returns for an empty pattern)
+        return cast(value, pa.string())
+    return _make("replace", (cast(value, pa.string()),), pa.string(), pattern=old.value, replacement=new.value)
+
+
+def _extreme(fn: str, args: list[Expr], options: dict) -> Expr:
+    """GREATEST / LEAST: of the non-NULL arguments (NULL when all are), in their common type."""
+    result = T.common_type([arg.type for arg in args], fn.upper())
+    return _make(fn, [cast(arg, result) for arg in args], result)
+
+
 def _math(fn: str, args: list[Expr], options: dict) -> Expr:
     value, *rest = args
     if not T.is_numeric(value.type):
@@ -389,6 +406,9 @@ _BUILDERS: dict[str, Callable[[str, list[Expr], dict], Expr]] = {
     "ends_with": _string_predicate,
     "contains": _string_predicate,
     **{name: _math for name in MATH_FUNCTIONS},
+    "replace": _replace,
+    "greatest": _extreme,
+    "least": _extreme,
 }
 
 

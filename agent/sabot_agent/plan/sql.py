@@ -662,7 +662,7 @@ class _Expressions:
                   "ltrim": "ltrim", "rtrim": "rtrim", "character_length": "length", "char_length": "length", "length": "length",
                   "coalesce": "coalesce", "abs": "abs", "round": "round", "ceil": "ceil", "floor": "floor",
                   "sqrt": "sqrt", "exp": "exp", "ln": "ln", "log10": "log10", "starts_with": "starts_with", "ends_with": "ends_with",
-                  "reverse": "reverse", "contains": "contains"}  # fmt: skip
+                  "reverse": "reverse", "contains": "contains", "replace": "replace", "greatest": "greatest", "least": "least"}  # fmt: skip
         if name == "concat":
             return E.call("concat", *args, skip_nulls=True)
         if name in simple:
