@@ -62,10 +62,10 @@ def check_sql(text: str, tables: Mapping[str, pa.Schema | None]) -> None:
     except Exception as exc:  # DataFusion raises plain Exception subclasses with its own text
         error = str(exc)
     if error is not None and not any(f"table 'datafusion.public.{name}' not found" in error for name in referenced.asked):
-        raise PlanError(sql._datafusion_message(error, tables))  # raised before any table was planned
+        raise PlanError(sql._datafusion_message(error, tables, text))  # raised before any table was planned
     unknown = [name for name in referenced.asked if name not in tables]
     if unknown:
-        raise PlanError(sql._datafusion_message(f"table '{unknown[0]}' not found", tables))
+        raise PlanError(sql._datafusion_message(f"table '{unknown[0]}' not found", tables, text))
     if all(tables[name] is not None for name in referenced.asked):
         try:
             sql.plan_sql(text, {name: schema for name, schema in tables.items() if schema is not None})
