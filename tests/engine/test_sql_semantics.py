@@ -3,7 +3,7 @@ of their own, against duckdb on the same Parquet files: every query with one age
 those where two agents split the work through `sabot run` too. ORDER BY puts NULLs last by default in
 both directions and NaN above every number (NULLs apart); the column of RIGHT/FULL JOIN ... USING is
 COALESCE of both keys; INTERSECT/EXCEPT and IS NOT DISTINCT FROM take NULLs as equal; RIGHT and CROSS
-joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals; REPLACE, GREATEST and LEAST."""
+joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals; REPLACE, GREATEST, LEAST and date_trunc."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ QUERIES = {
     "replace_greatest_least": """
         SELECT id, greatest(a, b) AS g, least(a, b) AS l, greatest(v, 0.5) AS gv, least(v, 0.5) AS lv,
                replace(CAST(a AS VARCHAR), '1', 'one') AS r, replace(CAST(b AS VARCHAR), '', 'z') AS e FROM t""",
+    "date_trunc": """
+        SELECT x, date_trunc('month', seen) AS m, date_trunc('hour', seen) AS h, date_trunc('week', seen) AS w,
+               date_trunc('quarter', CAST(seen AS DATE)) AS q FROM u""",
     "float_with_decimal_literal": "SELECT id, v * 1.5 AS w, coalesce(v, 2.5) AS c, CASE WHEN v > 0.5 THEN 1 END AS k FROM t",
 }
 
@@ -69,6 +72,7 @@ def _tables() -> dict[str, pa.Table]:
         "x": pa.array([f"x{i % 4}" for i in range(30)]),
         "y": pa.array([None if i % 4 == 0 else i % 3 for i in range(30)], pa.int16()),
         "w": pa.array([specials.get(i % 9, (i % 5) * 0.5 - 2) for i in range(30)], pa.float64()),
+        "seen": pa.array([None if i % 8 == 0 else 1_700_000_000_000_000 + i * 37_000_000_000 for i in range(30)], pa.timestamp("us", tz="UTC")),
     })  # fmt: skip
     return {"t": t, "u": u}
 

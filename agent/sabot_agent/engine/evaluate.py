@@ -393,6 +393,17 @@ def _shift(array: pa.Array, data_type: pa.DataType, months: int, days: int, nano
     return pc.if_else(valid, result, pa.scalar(None, type=result.type))
 
 
+def _date_trunc(expr: Call, args: list[Value]) -> Value:
+    (value,) = args
+    if pa.types.is_date(expr.args[0].type):
+        value = pc.cast(value, pa.timestamp("us"))
+    zone = expr.type.tz
+    if zone is not None:  # floored in UTC, not in the values' own zone (duckdb's session time zone here)
+        value = pc.cast(value, pa.timestamp(expr.type.unit))
+    floored = pc.floor_temporal(value, unit=expr.option("unit"), week_starts_monday=True)
+    return pc.cast(floored, expr.type) if zone is not None else floored
+
+
 def _date_add_days(expr: Call, args: list[Value]) -> Value:
     date, days = args
     sign = expr.option("sign")
@@ -441,6 +452,7 @@ _CALLS = {
     "concat": _concat,
     **{name: _string_predicate for name in ("starts_with", "ends_with", "contains")},
     "extract": _extract,
+    "date_trunc": _date_trunc,
     "add_interval": _add_interval,
     "date_add_days": _date_add_days,
     "date_diff_days": _date_diff_days,

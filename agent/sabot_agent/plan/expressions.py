@@ -331,6 +331,21 @@ def _extract(fn: str, args: list[Expr], options: dict) -> Expr:
     return _make("extract", (value,), pa.float64() if part == "epoch" else pa.int64(), field=part)
 
 
+DATE_TRUNC_UNITS = ("year", "quarter", "month", "week", "day", "hour", "minute", "second", "millisecond", "microsecond")
+
+
+def _date_trunc(fn: str, args: list[Expr], options: dict) -> Expr:
+    """date_trunc(unit, value): a timestamp (of a date too, as in duckdb), floored in UTC."""
+    (value,) = args
+    unit = options["unit"]
+    if unit not in DATE_TRUNC_UNITS:
+        raise PlanError(f"date_trunc({unit!r}, ...) is not supported ({', '.join(DATE_TRUNC_UNITS)})")
+    if not T.is_temporal(value.type) or pa.types.is_time(value.type):
+        raise PlanError(f"date_trunc needs a date or timestamp, got {value.type}")
+    result = value.type if pa.types.is_timestamp(value.type) else pa.timestamp("us")
+    return _make("date_trunc", (value,), result, unit=unit)
+
+
 def _string_function(fn: str, args: list[Expr], options: dict) -> Expr:
     (value,) = args
     if not T.is_string(value.type):
@@ -400,6 +415,7 @@ _BUILDERS: dict[str, Callable[[str, list[Expr], dict], Expr]] = {
     "coalesce": _coalesce,
     "substring": _substring,
     "extract": _extract,
+    "date_trunc": _date_trunc,
     **{name: _string_function for name in STRING_FUNCTIONS},
     "concat": _concat,
     "starts_with": _string_predicate,

@@ -653,6 +653,9 @@ class _Expressions:
     def _ScalarFunction(self, expr) -> E.Expr:
         name = expr.rex_call_operator().lower()
         operands = list(expr.rex_call_operands())
+        if name in ("date_trunc", "datetrunc"):
+            unit = operands[0].python_value().as_py().lower()
+            return E.call("date_trunc", self.expr(operands[1]), unit=unit)
         if name in ("date_part", "datepart", "extract"):
             part = operands[0].python_value().as_py().lower()
             part = {"dow": "dayofweek", "doy": "dayofyear", "days": "day", "years": "year", "months": "month"}.get(part, part)
