@@ -139,11 +139,11 @@ def child_env() -> dict:
     return env
 
 
-def start_sabot_run(path, cwd, *args: str) -> subprocess.Popen:
+def start_sabot_run(path, cwd, *args: str, env: dict | None = None) -> subprocess.Popen:
     """`sabot run PATH --json ARGS` started in its own process group (stop it with stop_process), its
-    stdout and stderr piped as text."""
+    stdout and stderr piped as text; `env` adds variables."""
     return subprocess.Popen([sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=cwd, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=dict(child_env(), **(env or {})), cwd=cwd, start_new_session=True)  # fmt: skip
 
 
 def require_native():

@@ -28,6 +28,7 @@ from sabot_agent.inputs import generate_table
 from sabot_agent.jobspec import validate_job
 from sabot_agent.local import LOOPBACK, LocalCluster, local_certificates, write_certificates
 from sabot_agent.security import AgentIdentity, AgentTLS, JobCertificates, TLSConfigError, issue_job_certificates
+from sabot_agent.settings import FAILPOINT_ENV
 
 JOB = "secure"
 TIMEOUT = 120
@@ -229,9 +230,9 @@ def _listening(workdir, index: int) -> dict | None:
     return None
 
 
-def _sabot_run(tmp_path, doc: dict, *args: str) -> tuple[subprocess.Popen, object]:
+def _sabot_run(tmp_path, doc: dict, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, object]:
     path = write_job(tmp_path, doc)
-    return start_sabot_run(path, tmp_path, *args), path
+    return start_sabot_run(path, tmp_path, *args, env=env), path
 
 
 def _agent_argv(run: subprocess.Popen, path) -> list[str]:
@@ -270,7 +271,9 @@ def test_sabot_run_talks_tls_and_leaves_no_key_on_disk(tmp_path):
 
 def test_an_interrupted_sabot_run_removes_its_keys_too(tmp_path):
     require_native()
-    run, path = _sabot_run(tmp_path, job_doc(tmp_path), "--keep-workdir")
+    # agent 0 stops itself at its first task, so the run is still going when it is interrupted (a small
+    # job can finish before the interrupt arrives)
+    run, path = _sabot_run(tmp_path, job_doc(tmp_path), "--keep-workdir", env={FAILPOINT_ENV: "0:task:0:stop"})
     try:
         argv = _agent_argv(run, path)  # as early as the first agent exists: the keys are on disk
         workdir = os.path.dirname(os.path.dirname(argv[argv.index("--tls-cert") + 1]))
