@@ -31,7 +31,7 @@ from sabot_agent.output import Part, ResultLocation, part_name
 from sabot_agent.plan.job import QueryRefused, plan_fingerprint, plan_job_inputs
 from sabot_agent.plan.physical import DistributedPlan
 from sabot_agent.security import AgentTLS
-from sabot_agent.store import PartitionStore, combine_checksums
+from sabot_agent.store import PartitionStore
 from sabot_agent.tables import concat_tables
 
 @dataclass
@@ -169,7 +169,7 @@ class Agent:
             stages = self._stage_runner(plan, infos, client, recovery, fingerprint)
             tables = self._phase(phases, "stages", stages.run)
             output = concat_tables(tables) if tables else None
-            checksum = combine_checksums(self.native.batch_checksum(batch) for batch in (output.to_batches() if output is not None else []))
+            checksum = self.native.batch_checksum(output, self.executor) if output is not None else 0  # the sum over its batches
             writes = output is not None and (config.agent_index == 0 or not plan.result.single)
             part = self._phase(phases, "write", result.write_part, output, config.attempt, config.agent_index, self.instance, checksum) if writes else None
             manifest = self._phase(phases, "finish", self._finish, client, result, part, recovery)

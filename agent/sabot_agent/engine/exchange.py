@@ -23,7 +23,7 @@ from typing import Callable
 import pyarrow as pa
 
 from sabot_agent.client import ShuffleError
-from sabot_agent.store import PartitionStore, combine_checksums
+from sabot_agent.store import PartitionStore
 from sabot_agent.tables import concat_tables
 from sabot_agent.tickets import PartitionKey, PutMetadata, shuffle_id
 
