@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+import pyarrow as pa
+
 from sabot_agent import failpoints
 from sabot_agent.jobspec import MAX_AGENT_REPLACEMENTS, MAX_AGENTS, MAX_SLOTS, JobSpecError, load_job_file, parse_memory
 from sabot_agent.security import AgentTLS, TLSConfigError, tls_enabled
@@ -190,6 +192,23 @@ def retain_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
 
 
+def reuse_arrow_memory() -> str:
+    """Arrow's buffers from jemalloc, unless ARROW_DEFAULT_MEMORY_POOL chooses; the pool's name.
+
+    A task allocates its columns on one thread and they are freed on another (the stage's consumer,
+    the partition store); pyarrow's default pool, mimalloc, hands such pages back to the kernel and
+    faults them in again for the next batch. With jemalloc (which keeps freed pages for a while) TPC-H
+    Q1 over SF1 took 0.88-1.06 s against 1.37-1.60 s with mimalloc, 2 agents, same files, in turns.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return pa.default_memory_pool().backend_name
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
+        pass
+    return pa.default_memory_pool().backend_name
+
+
 def _valid_without_schemas(path: str) -> bool:
     """Whether the job file's problems appeared only once its inputs' schemas were read."""
     try:
@@ -268,6 +287,7 @@ def _main(args: argparse.Namespace) -> int:
         replaceable=bool(args.replaceable),
     )
     retain_freed_memory()
+    reuse_arrow_memory()
     agent = Agent(config, job)
     agent.start()
     print(
