@@ -219,18 +219,19 @@ def _valid_without_schemas(path: str) -> bool:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from sabot_agent.inputs import resolve_schema
+    from sabot_agent.inputs import DescribedInputs
     from sabot_agent.runner import Agent, AgentConfig, JobFailed, JobRefused
 
     if not args.job and not args.serve:
         return _fail("no job: give --job FILE (or SABOT_JOB), or --serve to only serve", args.termination_log, USAGE_ERROR)
     job = None
+    described = DescribedInputs()
     if args.job:
         unreadable = []
 
         def read_schema(spec):
             try:
-                return resolve_schema(spec)
+                return described.schema(spec)
             except Exception:
                 unreadable.append(spec.name)  # perhaps only for now (storage): a usage error, retried
                 raise
@@ -288,7 +289,7 @@ def _main(args: argparse.Namespace) -> int:
     )
     retain_freed_memory()
     reuse_arrow_memory()
-    agent = Agent(config, job)
+    agent = Agent(config, job, described)
     agent.start()
     print(
         json.dumps({"event": "listening", "agent": config.agent_index, "flight_port": agent.flight_port, "http_port": agent.http.port}),

@@ -68,15 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         return _rejected(f"error: {exc}", str(exc), "--json" in argv)
     if args.command == "results":
         return results(args)
-    from sabot_agent.inputs import resolve_schema
-
+    from sabot_agent.inputs import DescribedInputs
     from sabot_agent.plan.job import plan_job_inputs
 
+    described = DescribedInputs()
     try:
-        job = load_job_file(args.job, resolve_schema)
+        job = load_job_file(args.job, described.schema)
         agents = args.agents if args.agents is not None else job.agents
         slots = args.slots if args.slots is not None else job.slots_per_agent
-        plan, infos = plan_job_inputs(job, agents, slots)
+        plan, infos = plan_job_inputs(job, agents, slots, described)
     except JobSpecError as exc:
         return _rejected(str(exc), "; ".join(exc.problems), getattr(args, "json", False))
     if args.command == "validate":

@@ -24,7 +24,7 @@ from sabot_agent.engine.exchange import (ExchangeReader, JobAlreadyFinished, Rec
 from sabot_agent.engine.stages import StageProgress, StageRunner
 from sabot_agent.flight_server import ShuffleFlightServer
 from sabot_agent.http_server import AgentHttpServer
-from sabot_agent.inputs import InputInfo
+from sabot_agent.inputs import DescribedInputs, InputInfo
 from sabot_agent.jobspec import JobSpec
 from sabot_agent.metrics import AgentMetrics
 from sabot_agent.output import Part, ResultLocation, part_name
@@ -64,12 +64,13 @@ class JobRefused(JobFailed):
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, job: JobSpec | None):
+    def __init__(self, config: AgentConfig, job: JobSpec | None, described: DescribedInputs | None = None):
         import sabot_native  # the kernels are required; there is no Python fallback
 
         self.native = sabot_native
         self.config = config
         self.job = job
+        self.described = described  # the job's inputs as its validation described them
         # this process among the agents that may hold this index in the attempt (a replacement is another)
         self.instance = uuid.uuid4().hex[:12]
         threads = config.threads or sabot_native.default_thread_count()
@@ -161,7 +162,7 @@ class Agent:
         try:
             if recovery.replaceable and recovery.finished():
                 raise JobAlreadyFinished()  # a replacement started after the job ended
-            plan, infos = self._phase(phases, "plan", plan_job_inputs, job, config.agent_count, config.slots)
+            plan, infos = self._phase(phases, "plan", plan_job_inputs, job, config.agent_count, config.slots, self.described)
             fingerprint = plan_fingerprint(plan, infos)
             self.flight.set_plan_fingerprint(fingerprint)
             self._phase(phases, "check output", result.check)

@@ -36,6 +36,21 @@ QUERIES = {
         SELECT d3.id, count(x.id) AS n FROM dim3 d3 LEFT JOIN
           (SELECT f.id, f.d3 FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim2 d2 ON d2.id = f.d2 WHERE d2.label <> 'a') x
           ON x.d3 = d3.id GROUP BY d3.id""",
+    "in_subquery_under_joins": """
+        SELECT f.id, d1.label, d2.label AS l2 FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim2 d2 ON f.d2 = d2.id
+        WHERE f.d3 IN (SELECT id FROM dim3 WHERE flag)""",
+    "not_in_under_joins_with_null_keys": """
+        SELECT f.id, d1.parent FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim3 d3 ON f.d3 = d3.id
+        WHERE f.d2 NOT IN (SELECT id FROM dim2 WHERE label = 'a')""",
+    "not_in_a_subquery_holding_null": """
+        SELECT f.id FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim3 d3 ON f.d3 = d3.id
+        WHERE d1.parent NOT IN (SELECT d2 FROM facts WHERE amount > 97)""",
+    "not_exists_under_joins": """
+        SELECT f.id, d2.label FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim2 d2 ON d1.parent = d2.id
+        WHERE NOT EXISTS (SELECT 1 FROM dim3 WHERE dim3.id = f.d3 AND dim3.flag)""",
+    "in_subquery_over_keys_of_two_tables": """
+        SELECT f.id FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim2 d2 ON f.d2 = d2.id
+        WHERE f.d3 + d2.id IN (SELECT parent FROM dim1 WHERE label = 'x')""",
     "same_table_twice": """
         SELECT a.id, b.id AS other FROM dim1 a JOIN dim1 b ON a.parent = b.parent JOIN dim2 d ON d.id = a.parent WHERE a.id < b.id""",
 }
@@ -117,6 +132,22 @@ def test_q7_joins_lineitem_with_the_two_nations_before_the_rest(tpch_sf001):
     joins = _joins_over(stage.root, "lineitem")
     assert joins, "lineitem's stage joins nothing"
     assert "nation" in {scan.input for scan in _all_scans(plan, joins[0].right)}
+
+
+def test_q18_keeps_the_orders_of_its_in_subquery_before_joining_lineitem(tpch_sf001):
+    """The IN subquery's semi join sits on the orders scan, below the joins with customer and lineitem
+    (written above them, it would first join all of lineitem with all of orders)."""
+    from sabot_agent.plan import physical as P
+
+    def operators(op):
+        yield op
+        for child in op.children:
+            yield from operators(child)
+
+    plan, _ = _plan(tpch_sf001, 18)
+    semis = [op for stage in plan.stages for op in operators(stage.root) if isinstance(op, P.JoinOp) and op.kind == "semi"]
+    assert len(semis) == 1
+    assert [scan.input for scan in _all_scans(plan, semis[0].left)] == ["orders"]
 
 
 def test_small_broadcast_sides_are_read_by_every_agent_without_a_stage(tpch_sf001):

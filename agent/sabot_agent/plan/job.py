@@ -91,16 +91,18 @@ def plan_job(job: JobSpec, agents: int, slots: int, schemas: dict[str, pa.Schema
         raise PlanError(f"{where}: {exc}") from None
 
 
-def plan_job_inputs(job: JobSpec, agents: int, slots: int):
+def plan_job_inputs(job: JobSpec, agents: int, slots: int, described=None):
     """Describe every input and plan the job: what `sabot validate`, `sabot explain`, `sabot run` and
-    each agent do before anything runs. Returns (plan, input infos); problems raise JobSpecError,
-    each naming its spec field."""
-    from sabot_agent.inputs import InputError, describe_input
+    each agent do before anything runs. `described` (inputs.DescribedInputs) holds the descriptions
+    made while validating the job. Returns (plan, input infos); problems raise JobSpecError, each
+    naming its spec field."""
+    from sabot_agent.inputs import DescribedInputs, InputError
 
+    described = described or DescribedInputs()
     infos, problems = {}, []
     for name, spec in job.inputs.items():
         try:
-            infos[name] = describe_input(spec)
+            infos[name] = described.describe(spec)
         except InputError as exc:
             problems.append(f"spec.pipeline.inputs.{name}.path: {exc}")
     if problems:

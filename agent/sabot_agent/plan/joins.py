@@ -11,6 +11,11 @@ carry many rows (TPC-H q7 joins lineitem with the two nations' suppliers before 
 
 A region's result keeps the columns and order of the original, and each join keeps only the columns
 something above it reads.
+
+Semi and anti joins above a region (IN / EXISTS / NOT IN subqueries without a correlated condition)
+only keep or drop rows by the values of their left keys; when one leaf holds all those keys, the
+join moves down onto that leaf, before the inner joins (TPC-H q18 keeps the few orders of its IN
+subquery before joining them with lineitem, instead of joining all 6 M lineitem rows first).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from sabot_agent.plan import logical as L
 from sabot_agent.plan.estimates import Cardinality, Estimator, join_cardinality
 
 REGION_JOIN_KINDS = ("inner", "cross")
+# joins that keep or drop left rows by their keys alone: movable below the inner joins of a region
+FILTERING_JOIN_KINDS = ("semi", "anti", "anti_null_aware")
 
 
 def reorder_joins(node: L.Node, estimator: Estimator) -> L.Node:
@@ -33,6 +40,7 @@ def reorder_joins(node: L.Node, estimator: Estimator) -> L.Node:
 class _Region:
     leaves: list[L.Node] = field(default_factory=list)
     conditions: list[E.Expr] = field(default_factory=list)  # join keys as equalities, filters, residuals
+    filtering: list[L.Join] = field(default_factory=list)  # semi/anti joins above the region, right sides visited
 
 
 @dataclass
@@ -54,8 +62,12 @@ def _is_pruning(node: L.Node) -> bool:
     return isinstance(node, L.Project) and all(isinstance(expr, E.Column) and expr.name == name for name, expr in node.exprs)
 
 
+def _is_filtering(node: L.Node) -> bool:
+    return isinstance(node, L.Join) and node.kind in FILTERING_JOIN_KINDS and node.residual is None and bool(node.left_keys)
+
+
 def _is_region(node: L.Node) -> bool:
-    while isinstance(node, L.Filter) or _is_pruning(node):
+    while isinstance(node, L.Filter) or _is_pruning(node) or _is_filtering(node):
         node = node.inputs[0]
     return isinstance(node, L.Join) and node.kind in REGION_JOIN_KINDS
 
@@ -65,10 +77,10 @@ class _Reorderer:
         self.estimator = estimator
 
     def visit(self, node: L.Node) -> L.Node:
-        if isinstance(node, L.Join) and node.kind in REGION_JOIN_KINDS:
+        if (isinstance(node, L.Join) and node.kind in REGION_JOIN_KINDS) or (_is_filtering(node) and _is_region(node)):
             region = _Region()
             self._collect(node, region)
-            if len(region.leaves) > 2:
+            if len(region.leaves) > 2 or region.filtering:
                 return self._build(region, node.schema)
         return self._rebuild(node)
 
@@ -88,6 +100,9 @@ class _Reorderer:
             self._collect(node.right, region)
             region.conditions += [E.call("eq", left, right) for left, right in zip(node.left_keys, node.right_keys)]
             region.conditions += E.conjuncts(node.residual)
+        elif _is_filtering(node) and _is_region(node.left):
+            region.filtering.append(replace(node, right=self.visit(node.right)))
+            self._collect(node.left, region)
         elif isinstance(node, L.Filter) and _is_region(node.input):
             region.conditions += E.conjuncts(node.predicate)
             self._collect(node.input, region)
@@ -102,16 +117,25 @@ class _Reorderer:
         owner = {f.name: index for index, leaf in enumerate(region.leaves) for f in leaf.schema}
         conditions = [_condition(expr, owner) for expr in region.conditions]
         output = [f.name for f in schema]
-        trees = []
+        nodes, above = [], []
         for index, leaf in enumerate(region.leaves):
             local = [c.expr for c in conditions if c.leaves == {index}]
             conditions = [c for c in conditions if c.leaves != {index}]
-            node = L.Filter(leaf, E.conjunction(local)) if local else leaf
-            trees.append(_Tree(node, self.estimator.of(node), frozenset({index})))
+            nodes.append(L.Filter(leaf, E.conjunction(local)) if local else leaf)
+        for join in reversed(region.filtering):  # innermost first, as written
+            leaves = {owner[name] for key in join.left_keys for name in key.columns()}
+            if len(leaves) == 1:
+                (index,) = leaves
+                nodes[index] = replace(join, left=nodes[index])
+            else:
+                above.append(join)
+        trees = [_Tree(node, self.estimator.of(node), frozenset({index})) for index, node in enumerate(nodes)]
         while len(trees) > 1:
             first, second = self._best_pair(trees, conditions)
             trees, conditions = self._join(trees, first, second, conditions, output)
         root = trees[0].node
+        for join in above:
+            root = replace(join, left=root)
         remaining = E.conjunction([c.expr for c in conditions])
         if remaining is not None:
             root = L.Filter(root, remaining)
