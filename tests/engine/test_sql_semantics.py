@@ -46,6 +46,9 @@ QUERIES = {
     "count_union_all": "SELECT count(*) AS n FROM (SELECT a FROM t UNION ALL SELECT a FROM u) s",
     "count_cross_only": "SELECT count(*) AS n FROM t CROSS JOIN u",
     "count_limit_offset": "SELECT count(*) AS n FROM (SELECT id FROM t LIMIT 10 OFFSET 55) s",
+    # a filtered scan keeps only the columns above it read: none, or not those only its predicate reads
+    "count_star_where": "SELECT count(*) AS n FROM t WHERE a > 2 OR v IS NULL",
+    "predicate_only_columns": "SELECT id * 2 AS twice FROM t WHERE (a IS NULL OR b > 1) AND NOT (v > 0.5)",
     # a float compared with or combined with a decimal literal is a float (inf, NaN, no rounding)
     "float_vs_decimal_literal": "SELECT id, v FROM t WHERE v = 1.5 OR v IN (0.5, -2) OR v > 3.25 OR v BETWEEN -1.5 AND -0.5",
     "replace_greatest_least": """

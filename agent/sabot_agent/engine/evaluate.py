@@ -34,14 +34,17 @@ def evaluate(expr: Expr, table: pa.Table) -> pa.ChunkedArray | pa.Array:
     return value
 
 
-def evaluate_predicate(expr: Expr, table: pa.Table) -> pa.Table:
-    """The rows of the table for which the predicate is TRUE."""
+def evaluate_predicate(expr: Expr, table: pa.Table, keep: list[str] | None = None) -> pa.Table:
+    """The rows of the table for which the predicate is TRUE; of the columns `keep` names (all when
+    None): a column only the predicate reads is not copied."""
     if isinstance(expr, Literal):
-        return table if expr.value is True else table.slice(0, 0)
-    mask = _eval(expr, table)
+        mask = pa.scalar(expr.value, pa.bool_())
+    else:
+        mask = _eval(expr, table)
+    kept = table if keep is None else table.select(keep)
     if isinstance(mask, pa.Scalar):
-        return table if mask.as_py() is True else table.slice(0, 0)
-    return table.filter(mask, null_selection_behavior="drop")
+        return kept if mask.as_py() is True else kept.slice(0, 0)
+    return kept.filter(mask, null_selection_behavior="drop")
 
 
 def _eval(expr: Expr, table: pa.Table) -> Value:
