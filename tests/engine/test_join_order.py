@@ -1,7 +1,8 @@
 """The planner's estimates and its join order: reordered inner-join regions give duckdb's rows (and
 columns, in their order) for chains, stars, cycles, residual conditions spanning three tables, cross
-joins, computed and nullable keys; estimates come near the true sizes on TPC-H data; selective joins
-run first."""
+joins, computed and nullable keys; semi/anti joins moved below inner joins and aggregates restricted
+to the groups a small side keeps give duckdb's rows too; estimates come near the true sizes on TPC-H
+data; selective joins run first."""
 
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ QUERIES = {
     "in_subquery_over_keys_of_two_tables": """
         SELECT f.id FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim2 d2 ON f.d2 = d2.id
         WHERE f.d3 + d2.id IN (SELECT parent FROM dim1 WHERE label = 'x')""",
+    # aggregates restricted to the groups a small filtered side keeps (plan.group_filters)
+    "correlated_avg_over_a_small_side": """
+        SELECT f.id, f.amount FROM facts f JOIN dim1 dd ON f.d1 = dd.id
+        WHERE dd.label = 'x' AND dd.parent < 6 AND f.amount > (SELECT avg(f2.amount) FROM facts f2 WHERE f2.d1 = dd.id)""",
+    "grouped_subquery_joined_with_a_small_side": """
+        SELECT d.id, s.total, s.kinds FROM (SELECT d1 AS k, sum(amount) AS total, count(DISTINCT d3) AS kinds FROM facts GROUP BY d1) s
+        JOIN dim1 d ON s.k = d.id WHERE d.label = 'y' AND d.parent < 5""",
+    "in_grouped_subquery_with_having": """
+        SELECT d.id, d.label FROM dim1 d WHERE d.parent < 4 AND d.label IS NOT NULL
+        AND d.id IN (SELECT d1 FROM facts GROUP BY d1 HAVING count(*) > 95)""",
     "same_table_twice": """
         SELECT a.id, b.id AS other FROM dim1 a JOIN dim1 b ON a.parent = b.parent JOIN dim2 d ON d.id = a.parent WHERE a.id < b.id""",
 }
@@ -148,6 +159,20 @@ def test_q18_keeps_the_orders_of_its_in_subquery_before_joining_lineitem(tpch_sf
     semis = [op for stage in plan.stages for op in operators(stage.root) if isinstance(op, P.JoinOp) and op.kind == "semi"]
     assert len(semis) == 1
     assert [scan.input for scan in _all_scans(plan, semis[0].left)] == ["orders"]
+
+
+def test_q17_averages_only_the_lineitems_of_the_parts_it_keeps(tpch_sf001):
+    """The correlated average is computed over lineitems semi-joined with the filtered parts, not over
+    every part's lineitems."""
+    from sabot_agent.plan import physical as P
+
+    plan, _ = _plan(tpch_sf001, 17)
+    aggregates = [stage.root for stage in plan.stages if isinstance(stage.root, P.AggregateOp) and stage.root.keys
+                  and [scan.input for scan in P.scans(stage.root)] == ["lineitem"]]  # fmt: skip
+    assert len(aggregates) == 1
+    restricted = aggregates[0].input
+    assert isinstance(restricted, P.JoinOp) and restricted.kind == "semi"
+    assert [scan.input for scan in _all_scans(plan, restricted.right)] == ["part"]
 
 
 def test_small_broadcast_sides_are_read_by_every_agent_without_a_stage(tpch_sf001):
