@@ -175,6 +175,17 @@ def test_q17_averages_only_the_lineitems_of_the_parts_it_keeps(tpch_sf001):
     assert [scan.input for scan in _all_scans(plan, restricted.right)] == ["part"]
 
 
+def test_q15_computes_its_view_once(tpch_sf001):
+    """The view revenue0 is read twice (joined with supplier, and for its maximum): one stage scans
+    lineitem and both readers read its exchange."""
+    from sabot_agent.plan import physical as P
+
+    plan, _ = _plan(tpch_sf001, 15)
+    scanning = [stage.id for stage in plan.stages if [scan.input for scan in P.scans(stage.root)] == ["lineitem"]]
+    assert len(scanning) == 1
+    assert len([read for stage in plan.stages for read in P.reads(stage.root) if read.stage == scanning[0]]) == 2
+
+
 def test_small_broadcast_sides_are_read_by_every_agent_without_a_stage(tpch_sf001):
     """q7's nation, supplier and customer sides are replicated subtrees: no stage scans them."""
     from sabot_agent.plan import physical as P

@@ -14,6 +14,7 @@ plan in every process.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from sabot_agent.plan.estimates import UNKNOWN_TABLE_ROWS, Estimate, Estimator, 
 from sabot_agent.plan.group_filters import restrict_aggregates
 from sabot_agent.plan.joins import reorder_joins
 from sabot_agent.plan.physical import (AggregateOp, DistributedPlan, Exchange, ExchangeRead, FilterOp, JoinOp, LimitOp, Op, ProjectOp,
-                                       ReplicatedOp, ScanOp, SortOp, Stage, UnionOp, ValuesOp, reads, scans)  # fmt: skip
+                                       ReplicatedOp, ScanOp, SortOp, Stage, UnionOp, ValuesOp, op_key, reads, scans)  # fmt: skip
 from sabot_agent.plan.types import PlanError
 
 # a join side estimated below this is broadcast when that is cheaper than shuffling both sides
@@ -51,6 +52,7 @@ class _Planner:
         self.agents = agents
         self.partitions = partitions
         self.stages: list[Stage] = []
+        self._stage_of: dict[str, int] = {}  # a stage's operator tree and exchange -> its id
         self._names = 0
 
     def fresh(self, prefix: str) -> str:
@@ -58,10 +60,15 @@ class _Planner:
         return f"__{prefix}{self._names}"
 
     def cut(self, fragment: _Fragment, kind: str, keys: list[str] | None = None, partitions: int = 1) -> ExchangeRead:
-        stage_id = len(self.stages)
+        """A stage computing the fragment into an exchange; a stage computing the same rows into the
+        same exchange is reused (a CTE read twice, as in TPC-H q15, is computed once)."""
         exchange = Exchange(kind, list(keys or []), partitions if kind == "hash" else (self.agents if kind == "forward" else 1))
-        self.stages.append(Stage(stage_id, fragment.op, exchange, single=fragment.dist == "single", estimated_rows=fragment.estimate.rows))
-        return ExchangeRead(stage_id, kind)
+        single = fragment.dist == "single"
+        key = json.dumps([op_key(fragment.op), exchange.kind, exchange.keys, exchange.partitions, single])
+        if key not in self._stage_of:
+            self._stage_of[key] = len(self.stages)
+            self.stages.append(Stage(len(self.stages), fragment.op, exchange, single=single, estimated_rows=fragment.estimate.rows))
+        return ExchangeRead(self._stage_of[key], kind)
 
     def broadcast(self, fragment: _Fragment) -> Op:
         """All of a fragment's rows for every task: a small fragment that only reads inputs is computed

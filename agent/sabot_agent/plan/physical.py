@@ -219,6 +219,11 @@ def scans(op: Op, into_replicated: bool = False) -> list[ScanOp]:
     return found
 
 
+def op_key(op: Op) -> str:
+    """Equal for two operator trees that compute the same rows (the same serialized tree)."""
+    return json.dumps(_op_json(op), sort_keys=True)
+
+
 # ---------------------------------------------------------------------------------------- JSON
 
 
