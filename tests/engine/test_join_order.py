@@ -52,7 +52,18 @@ QUERIES = {
     "in_subquery_over_keys_of_two_tables": """
         SELECT f.id FROM facts f JOIN dim1 d1 ON f.d1 = d1.id JOIN dim2 d2 ON f.d2 = d2.id
         WHERE f.d3 + d2.id IN (SELECT parent FROM dim1 WHERE label = 'x')""",
-    # aggregates restricted to the groups a small filtered side keeps (plan.group_filters)
+    # join inputs restricted to the keys a small filtered side holds (plan.key_filters): aggregates,
+    # and the filtering side of IN / EXISTS / NOT EXISTS; never that of NOT IN (its NULLs decide)
+    "exists_with_residual_over_a_small_side": """
+        SELECT d.id FROM dim1 d WHERE d.label = 'z' AND EXISTS (SELECT 1 FROM facts f WHERE f.d1 = d.id AND f.amount > d.parent * 4)""",
+    "not_exists_with_residual_over_a_small_side": """
+        SELECT d.id FROM dim1 d WHERE d.label = 'z' AND d.parent < 12
+        AND NOT EXISTS (SELECT 1 FROM facts f WHERE f.d1 = d.id AND f.amount > 90 + d.parent)""",
+    "in_over_a_small_side": "SELECT d.id, d.parent FROM dim1 d WHERE d.label = 'y' AND d.id IN (SELECT d1 FROM facts WHERE amount > 40)",
+    "not_in_over_a_small_side_null_in_subquery": """
+        SELECT d.id FROM dim1 d WHERE d.label = 'x' AND d.id NOT IN (SELECT d1 FROM facts WHERE amount > 98)""",
+    "not_in_over_a_small_side": """
+        SELECT d.id FROM dim1 d WHERE d.label = 'x' AND d.id NOT IN (SELECT d1 FROM facts WHERE amount > 98 AND d1 IS NOT NULL)""",
     "correlated_avg_over_a_small_side": """
         SELECT f.id, f.amount FROM facts f JOIN dim1 dd ON f.d1 = dd.id
         WHERE dd.label = 'x' AND dd.parent < 6 AND f.amount > (SELECT avg(f2.amount) FROM facts f2 WHERE f2.d1 = dd.id)""",
@@ -150,13 +161,8 @@ def test_q18_keeps_the_orders_of_its_in_subquery_before_joining_lineitem(tpch_sf
     (written above them, it would first join all of lineitem with all of orders)."""
     from sabot_agent.plan import physical as P
 
-    def operators(op):
-        yield op
-        for child in op.children:
-            yield from operators(child)
-
     plan, _ = _plan(tpch_sf001, 18)
-    semis = [op for stage in plan.stages for op in operators(stage.root) if isinstance(op, P.JoinOp) and op.kind == "semi"]
+    semis = [op for stage in plan.stages for op in _operators(stage.root) if isinstance(op, P.JoinOp) and op.kind == "semi"]
     assert len(semis) == 1
     assert [scan.input for scan in _all_scans(plan, semis[0].left)] == ["orders"]
 
@@ -173,6 +179,18 @@ def test_q17_averages_only_the_lineitems_of_the_parts_it_keeps(tpch_sf001):
     restricted = aggregates[0].input
     assert isinstance(restricted, P.JoinOp) and restricted.kind == "semi"
     assert [scan.input for scan in _all_scans(plan, restricted.right)] == ["part"]
+
+
+def test_q4_shuffles_only_the_lineitems_of_the_orders_it_counts(tpch_sf001):
+    """EXISTS over lineitem: its late lines are semi-joined with the keys of the quarter's orders
+    before anything is shuffled."""
+    from sabot_agent.plan import physical as P
+
+    plan, _ = _plan(tpch_sf001, 4)
+    restricting = [op for stage in plan.stages for op in _operators(stage.root) if isinstance(op, P.JoinOp) and op.kind == "semi"
+                   and [scan.input for scan in _all_scans(plan, op.left)] == ["lineitem"]]  # fmt: skip
+    assert len(restricting) == 1
+    assert [scan.input for scan in _all_scans(plan, restricting[0].right)] == ["orders"]
 
 
 def test_q15_computes_its_view_once(tpch_sf001):
@@ -193,6 +211,13 @@ def test_small_broadcast_sides_are_read_by_every_agent_without_a_stage(tpch_sf00
     plan, _ = _plan(tpch_sf001, 7)
     assert not {"nation", "supplier", "customer"} & {scan.input for stage in plan.stages for scan in P.scans(stage.root)}
     assert {"nation", "supplier", "customer"} <= {scan.input for stage in plan.stages for scan in _all_scans(plan, stage.root)}
+
+
+def _operators(op):
+    """Every operator of a tree, replicated subtrees included."""
+    yield op
+    for child in op.children:
+        yield from _operators(child)
 
 
 def _all_scans(plan, op) -> list:

@@ -1,7 +1,7 @@
 """The planner that cuts a logical plan into stages (the distributed plan of `plan.physical`).
 
-Aggregates a join reads by their group keys are first restricted to the keys a small side holds
-(`plan.group_filters`), and inner joins reordered by estimated sizes (`plan.joins`). Each node then becomes a fragment:
+Join inputs are first restricted to the keys a small filtered side holds (`plan.key_filters`:
+aggregates of decorrelated subqueries, the filtering sides of semi joins), and inner joins reordered by estimated sizes (`plan.joins`). Each node then becomes a fragment:
 its operators, how its rows are spread over the agents (any, hash-partitioned on keys, all on agent 0)
 and an estimate (`plan.estimates`). An aggregation is partial before a hash exchange on its keys and
 final after it (complete when its input is already partitioned so); a join shuffles both sides on
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sabot_agent.plan import expressions as E
 from sabot_agent.plan import logical as L
 from sabot_agent.plan.estimates import UNKNOWN_TABLE_ROWS, Estimate, Estimator, TableStats, scan_row_bytes, schema_bytes
-from sabot_agent.plan.group_filters import restrict_aggregates
+from sabot_agent.plan.key_filters import restrict_to_keys
 from sabot_agent.plan.joins import reorder_joins
 from sabot_agent.plan.physical import (AggregateOp, DistributedPlan, Exchange, ExchangeRead, FilterOp, JoinOp, LimitOp, Op, ProjectOp,
                                        ReplicatedOp, ScanOp, SortOp, Stage, UnionOp, ValuesOp, op_key, reads, scans)  # fmt: skip
@@ -272,7 +272,7 @@ def plan_stages(query: L.Query, stats: dict[str, TableStats], agents: int, parti
     if agents < 1 or partitions < 1:
         raise PlanError("a plan needs at least one agent and one partition")
     planner = _Planner(stats, agents, partitions)
-    fragment = planner.plan(reorder_joins(restrict_aggregates(query.root, planner.estimator), planner.estimator))
+    fragment = planner.plan(reorder_joins(restrict_to_keys(query.root, planner.estimator), planner.estimator))
     root = ProjectOp(fragment.op, [(name, E.column(f.name, f.type)) for name, f in zip(query.output_names, fragment.schema)])
     planner.stages.append(Stage(len(planner.stages), root, None, single=fragment.dist == "single", estimated_rows=fragment.estimate.rows))
     return DistributedPlan(planner.stages, list(query.output_names), query.ordered)
