@@ -514,13 +514,14 @@ def group_units(units: list[Unit], target_rows: int = TASK_ROWS) -> list[list[Un
 # ---------------------------------------------------------------------------------------- reading
 
 
-def read_units(info: InputInfo, units: list[Unit], source_columns: list[str]) -> pa.Table:
-    """The given columns of some units of a file input, in engine types."""
+def read_units(info: InputInfo, units: list[Unit], source_columns: list[str], encoded: bool = False) -> pa.Table:
+    """The given columns of some units of a file input, in engine types; with `encoded`, string
+    columns of small Parquet dictionaries stay dictionary-encoded (the scan decodes what it keeps)."""
     schema = pa.schema([info.schema.field(name) for name in source_columns])
     tables = [_read_run(info, run, source_columns) for run in _runs(info, units)]
     if not tables:
         return schema.empty_table()
-    return concat_tables([_to_engine(table, schema) for table in tables])
+    return concat_tables([_to_engine(table, schema, encoded) for table in tables])
 
 
 def _runs(info: InputInfo, units: list[Unit]) -> list[list[Unit]]:
@@ -573,14 +574,15 @@ def _read_unit(info: InputInfo, unit: Unit, columns: list[str]) -> pa.Table:
     return table
 
 
-def _to_engine(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def _to_engine(table: pa.Table, schema: pa.Schema, encoded: bool) -> pa.Table:
     if table.schema.equals(schema, check_metadata=False):
         return table
     columns = []
     for f in schema:
         column = table.column(f.name)
-        columns.append(column if column.type.equals(f.type) else pc.cast(column, f.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+        keep = column.type.equals(f.type) or (encoded and pa.types.is_dictionary(column.type) and column.type.value_type.equals(f.type))
+        columns.append(column if keep else pc.cast(column, f.type))
+    return pa.Table.from_arrays(columns, names=schema.names)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Arrow table operations that keep the row count of a table without columns.
+"""Arrow table operations the engine shares; they keep the row count of a table without columns.
 
 `SELECT count(*) FROM t` reads no column of t: its scan yields tables of N rows and zero columns.
 pyarrow's `concat_tables`, `Table.take` and `Table.cast` return 0 rows for such tables and
@@ -37,3 +37,11 @@ def slice_rows(table: pa.Table, offset: int, length: int | None = None) -> pa.Ta
 
 def cast_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table if table.num_columns == 0 and len(schema) == 0 else table.cast(schema)
+
+
+def decode_dictionaries(table: pa.Table) -> pa.Table:
+    """The table with its dictionary-encoded columns decoded to their value type."""
+    if not any(pa.types.is_dictionary(t) for t in table.schema.types):
+        return table
+    columns = [column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column for column in table.columns]
+    return pa.Table.from_arrays(columns, names=table.column_names)

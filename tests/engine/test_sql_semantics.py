@@ -3,7 +3,8 @@ of their own, against duckdb on the same Parquet files: every query with one age
 those where two agents split the work through `sabot run` too. ORDER BY puts NULLs last by default in
 both directions and NaN above every number (NULLs apart); the column of RIGHT/FULL JOIN ... USING is
 COALESCE of both keys; INTERSECT/EXCEPT and IS NOT DISTINCT FROM take NULLs as equal; RIGHT and CROSS
-joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals; REPLACE, GREATEST, LEAST and date_trunc."""
+joins, CAST and IS NULL; count(*) over tables of no columns; floats against decimal literals; REPLACE, GREATEST, LEAST and date_trunc;
+expressions of a dictionary-encoded column over its NULL rows."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ QUERIES = {
     # a filtered scan keeps only the columns above it read: none, or not those only its predicate reads
     "count_star_where": "SELECT count(*) AS n FROM t WHERE a > 2 OR v IS NULL",
     "predicate_only_columns": "SELECT id * 2 AS twice FROM t WHERE (a IS NULL OR b > 1) AND NOT (v > 0.5)",
+    # expressions of one dictionary-encoded column, NULL rows included (evaluated per dictionary value)
+    "dictionary_null_handling": """
+        SELECT id, s IS NULL AS n, coalesce(s, 'none') AS c, upper(s) AS up FROM t
+        WHERE s IS NULL OR s LIKE '%b%' OR coalesce(s, '') = 'zz2'""",
+    "dictionary_case_and_not_in": """
+        SELECT id, CASE WHEN s = 'ab' THEN 1 WHEN s IS NULL THEN 2 ELSE 3 END AS k FROM t
+        WHERE NOT (s IN ('b', 'ca')) OR s IS NULL""",
+    "dictionary_group_by": "SELECT s, count(*) AS n, min(id) AS first FROM t WHERE s <> 'zz1' AND a > 1 GROUP BY s",
     # a float compared with or combined with a decimal literal is a float (inf, NaN, no rounding)
     "float_vs_decimal_literal": "SELECT id, v FROM t WHERE v = 1.5 OR v IN (0.5, -2) OR v > 3.25 OR v BETWEEN -1.5 AND -0.5",
     "replace_greatest_least": """
@@ -69,6 +78,8 @@ def _tables() -> dict[str, pa.Table]:
         "a": pa.array([None if i % 7 == 0 else i % 11 for i in range(rows)], pa.int64()),
         "b": pa.array([None if i % 5 == 0 else i % 3 for i in range(rows)], pa.int32()),
         "v": pa.array([specials.get(i % 9, (i % 13) * 0.5 - 2) for i in range(rows)], pa.float64()),
+        # few distinct values: read as dictionaries (each file's own), compared as dictionaries by scans
+        "s": pa.array([None if i % 8 == 0 else ["ab", "b", "ca", "12", f"zz{i // 20}"][i % 5] for i in range(rows)]),
     })  # fmt: skip
     u = pa.table({
         "a": pa.array([None if i % 6 == 0 else i % 15 for i in range(30)], pa.int32()),
@@ -88,7 +99,7 @@ def dataset(tmp_path_factory):
 # where two agents split the work: joins of split sides, the per-agent top-k and its merge, set operations
 TWO_AGENTS = ["full_join_using", "right_join_using_star", "full_join_using_filter_group", "right_join_using_order", "cross_join_count",
               "order_desc_limit", "order_nan_desc_nulls_first_limit", "order_nan_asc_limit", "intersect", "except", "count_star",
-              "count_star_having", "count_union_all", "float_vs_decimal_literal"]  # fmt: skip
+              "count_star_having", "count_union_all", "float_vs_decimal_literal", "dictionary_null_handling", "dictionary_group_by"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))

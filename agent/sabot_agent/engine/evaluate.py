@@ -49,10 +49,17 @@ def evaluate_predicate(expr: Expr, table: pa.Table, keep: list[str] | None = Non
 
 def _eval(expr: Expr, table: pa.Table) -> Value:
     if isinstance(expr, Column):
-        return table.column(expr.name)
+        column = table.column(expr.name)
+        return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
     if isinstance(expr, Literal):
         return _scalar(expr.value, expr.type)
     assert isinstance(expr, Call)
+    encoded = _encoded_column(expr, table)
+    if encoded is not None:
+        try:
+            return _eval_over_dictionaries(expr, encoded, table.column(encoded))
+        except EvaluationError:
+            pass  # perhaps for a dictionary value no row has: evaluated over the rows themselves below
     handler = _CALLS.get(expr.fn)
     if handler is None:
         raise EvaluationError(f"function {expr.fn} cannot be evaluated")
@@ -60,6 +67,28 @@ def _eval(expr: Expr, table: pa.Table) -> Value:
         return handler(expr, [_eval(arg, table) for arg in expr.args])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise EvaluationError(f"{expr.fn}: {_first_line(exc)}") from None
+
+
+def _encoded_column(expr: Call, table: pa.Table) -> str | None:
+    """The one column the expression reads, when it is dictionary-encoded in the table."""
+    names = expr.columns()
+    if len(names) != 1:
+        return None
+    (name,) = names
+    return name if pa.types.is_dictionary(table.schema.field(name).type) else None
+
+
+def _eval_over_dictionaries(expr: Call, name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An expression of one dictionary-encoded column: evaluated once per distinct value of each
+    chunk's dictionary and once for NULL (`x IS NULL`, COALESCE), then looked up by the chunk's indices."""
+    chunks = []
+    for chunk in column.chunks:
+        dictionary = chunk.dictionary
+        values = evaluate(expr, pa.table({name: pa.concat_arrays([dictionary, pa.nulls(1, dictionary.type)])}))
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        indices = pc.fill_null(chunk.indices, len(dictionary)) if chunk.null_count else chunk.indices
+        chunks.append(values.take(indices))
+    return pa.chunked_array(chunks, type=chunks[0].type) if chunks else evaluate(expr, pa.table({name: pa.array([], column.type.value_type)}))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -234,7 +234,7 @@ class StageRunner:
             else:
                 table = pa.Table.from_batches([I.generate_rows(info.spec, *rows)]).select(sources)
         else:
-            table = I.read_units(info, units, sources)
+            table = I.read_units(info, units, sources, encoded=True)  # the scan operator decodes what it keeps
         self._update(stage_id, rows_scanned=table.num_rows, rows_in=table.num_rows)
         return table.rename_columns([name for name, _ in op.columns])
 
