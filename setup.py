@@ -15,7 +15,7 @@ LINK_ARGS = ["-pthread"]
 
 EXECUTOR_SOURCES = [SRC + "errors.cc", SRC + "executor.cc", SRC + "task_slots.cc"]
 KERNEL_SOURCES = [SRC + "hash.cc", SRC + "arrow_data.cc", SRC + "partition.cc", SRC + "checksum.cc", SRC + "aggregate.cc",
-                  SRC + "join.cc"]
+                  SRC + "join.cc", SRC + "decimal.cc"]
 
 
 def native_module(name, sources):

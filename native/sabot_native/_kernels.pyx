@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Thin wrappers over the native kernels (native/src): hashing, hash partitioning, aggregation and hash joins.
+"""Thin wrappers over the native kernels (native/src): hashing, hash partitioning, aggregation, hash joins and decimal arithmetic.
 
 Arrow memory crosses into C++ through the Arrow C Data Interface (PyCapsules from
 ``__arrow_c_array__``) and comes back through ``_import_from_c``: no copies at the boundary. A Table
@@ -14,6 +14,7 @@ from libcpp.vector cimport vector
 
 from sabot_native cimport aggregate as native_aggregate
 from sabot_native cimport checksum as native_checksum
+from sabot_native.decimal cimport DecimalOp, DecimalOperand, decimal_arithmetic as native_decimal_arithmetic
 from sabot_native cimport join as native_join
 from sabot_native.hash cimport hash_rows as native_hash_rows, kDefaultHashSeed
 from sabot_native cimport partition as native_partition
@@ -21,6 +22,8 @@ from sabot_native.arrow_data cimport (ArrowArray, ArrowSchema, BatchView, Output
                                       import_batch, make_table)
 from sabot_native.executor cimport MorselExecutor as NativeExecutor
 from sabot_native._executor cimport MorselExecutor
+
+import decimal
 
 import pyarrow as pa
 
@@ -321,3 +324,52 @@ def hash_join(left, right, left_keys, right_keys, str kind="inner", *, bint buil
     schema = pa.schema(fields)
     cdef size_t i
     return pa.Table.from_batches([_export_batch(batches[i], schema) for i in range(batches.size())], schema=schema)
+
+
+_DECIMAL_OPS = {"add": DecimalOp.kAdd, "subtract": DecimalOp.kSubtract, "multiply": DecimalOp.kMultiply}
+_EXACT = decimal.Context(prec=80)  # a 38-digit constant scaled without rounding
+
+
+def decimal_arithmetic(str op, a, b, int precision, int scale):
+    """a + b, a - b or a * b (`op`: add, subtract, multiply) of decimal128 values, exact, as a
+    decimal128(precision, scale) Array. Each operand is a decimal128 Array or Scalar (at least one an
+    Array; Arrays of one length). The scale must be the exact one (the larger operand scale for + and
+    -, their sum for *). NULL in, NULL out; OverflowError when a result does not fit."""
+    if op not in _DECIMAL_OPS:
+        raise ValueError(f"decimal_arithmetic: unknown op {op!r}")
+    arrays = [value for value in (a, b) if isinstance(value, pa.Array)]
+    if not arrays:
+        raise TypeError("decimal_arithmetic: at least one operand must be a pyarrow.Array")
+    cdef int64_t length = len(arrays[0])
+    cdef BatchView a_batch, b_batch
+    cdef DecimalOperand a_operand, b_operand
+    _decimal_operand(a, &a_operand, &a_batch)
+    _decimal_operand(b, &b_operand, &b_batch)
+    cdef DecimalOp native_op = _DECIMAL_OPS[op]
+    cdef OutputArray result
+    with nogil:
+        result = native_decimal_arithmetic(native_op, a_operand, b_operand, length, precision, scale)
+    cdef ArrowArray exported
+    with nogil:
+        export_array(result, &exported)
+    return pa.Array._import_from_c(<uintptr_t>&exported, pa.decimal128(precision, scale))
+
+
+cdef _decimal_operand(value, DecimalOperand* operand, BatchView* batch):
+    """Fills `operand` from an Array (imported into `batch`, which must outlive the call) or a Scalar."""
+    if not pa.types.is_decimal128(value.type):
+        raise TypeError(f"decimal_arithmetic: operands must be decimal128, got {value.type}")
+    operand.scale = value.type.scale
+    if isinstance(value, pa.Array):
+        batch[0] = _import(pa.RecordBatch.from_arrays([value], ["operand"]))
+        operand.column = &batch[0].columns[0]
+        return
+    if not isinstance(value, pa.Scalar):
+        raise TypeError(f"decimal_arithmetic: operands must be pyarrow Arrays or Scalars, got {type(value).__name__}")
+    operand.column = NULL
+    if not value.is_valid:
+        operand.constant_null = True
+        return
+    unscaled = int(value.as_py().scaleb(value.type.scale, _EXACT))
+    operand.constant_low = unscaled & 0xFFFFFFFFFFFFFFFF
+    operand.constant_high = unscaled >> 64

@@ -58,6 +58,12 @@ QUERIES = {
         SELECT id, CASE WHEN s = 'ab' THEN 1 WHEN s IS NULL THEN 2 ELSE 3 END AS k FROM t
         WHERE NOT (s IN ('b', 'ca')) OR s IS NULL""",
     "dictionary_group_by": "SELECT s, count(*) AS n, min(id) AS first FROM t WHERE s <> 'zz1' AND a > 1 GROUP BY s",
+    # decimal arithmetic is exact up to 38 digits (native 128-bit kernels), also for Q1's chained products
+    "decimal_products_near_38_digits": """
+        SELECT id, CAST(id AS DECIMAL(38, 0)) * CAST('100000000000000000000000000000000000' AS DECIMAL(38, 0)) AS big,
+               (CAST(v AS DECIMAL(15, 2)) * (1 - CAST(b AS DECIMAL(15, 2)))) * (1 + CAST(a AS DECIMAL(15, 2))) AS chained,
+               CAST(a AS DECIMAL(12, 4)) - CAST(b AS DECIMAL(7, 1)) + 0.5 AS mixed
+        FROM t WHERE id < 99 AND v BETWEEN -100 AND 100""",
     # a float compared with or combined with a decimal literal is a float (inf, NaN, no rounding)
     "float_vs_decimal_literal": "SELECT id, v FROM t WHERE v = 1.5 OR v IN (0.5, -2) OR v > 3.25 OR v BETWEEN -1.5 AND -0.5",
     "replace_greatest_least": """
@@ -118,3 +124,14 @@ def test_sql_semantics_with_two_agents_equal_duckdb(name, dataset, tmp_path):
     completed, summary = sabot_run(job, tmp_path)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert_same_rows(result_rows(summary), duckdb_rows(sql, dataset), ordered="order by" in sql.lower())
+
+
+def test_a_decimal_result_beyond_38_digits_is_an_error(dataset, engine):
+    """No wrapped or rounded value: the query fails naming the overflow (duckdb fails too)."""
+    import duckdb
+
+    sql = "SELECT CAST(id AS DECIMAL(38, 0)) * CAST('10000000000000000000000000000000000000' AS DECIMAL(38, 0)) AS x FROM t WHERE id > 20"
+    with pytest.raises(Exception, match="overflow"):
+        engine.query(sql, {table: path for table, path in dataset.items()})
+    with pytest.raises(duckdb.Error):
+        duckdb_rows(sql, dataset)
