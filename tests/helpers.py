@@ -141,9 +141,15 @@ def child_env() -> dict:
 
 def start_sabot_run(path, cwd, *args: str, env: dict | None = None) -> subprocess.Popen:
     """`sabot run PATH --json ARGS` started in its own process group (stop it with stop_process), its
-    stdout and stderr piped as text; `env` adds variables."""
+    stdout and stderr piped as text; `env` adds variables. SIGINT reaches it as from a terminal even
+    when the suite itself ignores SIGINT (started in the background: `make test &`)."""
     return subprocess.Popen([sys.executable, "-m", "sabot_agent.cli", "run", str(path), "--json", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(child_env(), **(env or {})), cwd=cwd, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=dict(child_env(), **(env or {})), cwd=cwd, start_new_session=True,
+                            preexec_fn=_default_interrupt)  # fmt: skip
+
+
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def require_native():

@@ -27,7 +27,7 @@ CASES = [
     ("1:task:0:kill", "reading and mapping its input share"),
     ("2:sealed:0:kill", "after sealing its first stage output"),
     ("1:serving:kill", "while serving a partition to a peer"),
-    ("2:task:1:kill", "while joining (stage 1)"),
+    ("2:task:1:kill", "while reading the join's other side (stage 1)"),
     ("0:task:2:kill", "agent 0 while reducing the aggregation"),
     ("1:written:kill", "after staging its result part"),
     ("2:done:kill", "while waiting for the job to end"),

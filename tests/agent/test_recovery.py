@@ -81,7 +81,8 @@ def test_two_agents_lost_at_once_are_both_replaced(tmp_path, data):
 
 def test_losses_beyond_the_bound_fail_the_job_and_publish_nothing(tmp_path, data):
     require_native()
-    completed, summary = run_job(tmp_path, data, ["1:task:0:kill", "2:task:1:kill"], recovery={"maxAgentReplacements": 1})
+    # agent 2 is lost once its join output is sealed, which needs agent 1's replacement's first stage: always second
+    completed, summary = run_job(tmp_path, data, ["1:task:0:kill", "2:sealed:2:kill"], recovery={"maxAgentReplacements": 1})
     assert completed.returncode == 1
     assert summary["status"] == "Failed"
     assert summary["reason"].startswith("agent 2: killed by signal SIGKILL") and "1 agent replacement already used" in summary["reason"]

@@ -144,9 +144,9 @@ def _arithmetic(expr: Call, args: list[Value]) -> Value:
 
 
 def _native_decimal(fn: str, a: Value, b: Value, result: pa.DataType) -> Value | None:
-    """a fn b of decimal128 values by the native kernel (128-bit integers, ~20x Arrow's decimal
-    kernels, which also go through 256 bits above 38 digits), when the result has the exact scale;
-    None when it does not apply."""
+    """a fn b of decimal128 values by the native kernel (128-bit integers), when the result has the
+    exact scale; None when it does not apply. Arrow's kernels are as fast below 38 natural digits but
+    go through decimal256 above them (q1's chained products), ~15 times slower."""
     left, right = _type_of(a), _type_of(b)
     if not (pa.types.is_decimal128(result) and pa.types.is_decimal128(left) and pa.types.is_decimal128(right)):
         return None

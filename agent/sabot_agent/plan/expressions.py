@@ -113,7 +113,7 @@ def _normalize_literal(value: Any, data_type: pa.DataType) -> Any:
     if value is None:
         return None
     if T.is_decimal(data_type):
-        return decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-data_type.scale))
+        return decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-data_type.scale), context=T.EXACT_DECIMALS)
     return value
 
 

@@ -697,7 +697,7 @@ def _literal(expr) -> E.Expr:
         return E.literal(None)
     if isinstance(value, decimal.Decimal):
         if value == value.to_integral_value() and value.as_tuple().exponent > 0:
-            value = value.quantize(decimal.Decimal(1))
+            value = value.quantize(decimal.Decimal(1), context=T.EXACT_DECIMALS)
         return E.literal(value)
     if data_type is not None and pa.types.is_timestamp(data_type):
         return E.literal(value, pa.timestamp(data_type.unit if data_type.unit in ("s", "ms", "us") else "us", tz=data_type.tz))

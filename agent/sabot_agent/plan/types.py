@@ -20,6 +20,7 @@ Types travel in the plan JSON as text (`type_text` / `parse_type`).
 
 from __future__ import annotations
 
+import decimal
 import re
 
 import pyarrow as pa
@@ -30,6 +31,8 @@ class PlanError(ValueError):
 
 
 MAX_DECIMAL_PRECISION = 38
+# Python's default decimal context rounds to 28 digits: literals and their rescaling use this one
+EXACT_DECIMALS = decimal.Context(prec=2 * MAX_DECIMAL_PRECISION + 2)
 INT64_DECIMAL_PRECISION = 18
 # decimal precision that holds every value of an integer type
 INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
