@@ -86,13 +86,7 @@ class _Reorderer:
 
     def _rebuild(self, node: L.Node) -> L.Node:
         """The node with its inputs visited."""
-        if isinstance(node, L.Join):
-            return replace(node, left=self.visit(node.left), right=self.visit(node.right))
-        if isinstance(node, L.Union):
-            return replace(node, parts=tuple(self.visit(part) for part in node.parts))
-        if node.inputs:
-            return replace(node, input=self.visit(node.inputs[0]))
-        return node
+        return L.with_inputs(node, [self.visit(child) for child in node.inputs])
 
     def _collect(self, node: L.Node, region: _Region) -> None:
         if isinstance(node, L.Join) and node.kind in REGION_JOIN_KINDS:

@@ -42,7 +42,7 @@ class _Restrictor:
         self.estimator = estimator
 
     def visit(self, node: L.Node) -> L.Node:
-        node = _with_inputs(node, [self.visit(child) for child in node.inputs])
+        node = L.with_inputs(node, [self.visit(child) for child in node.inputs])
         if not (isinstance(node, L.Join) and node.kind in ("inner", "semi", "anti") and node.left_keys):
             return node
         right = self._restricted(node.right, node.right_keys, node.left, node.left_keys, whole=node.kind != "inner")
@@ -124,12 +124,3 @@ def _leaf_of(node: L.Node, name: str) -> tuple[L.Node, str] | None:
         else:
             return None
 
-
-def _with_inputs(node: L.Node, inputs: list[L.Node]) -> L.Node:
-    if all(new is old for new, old in zip(inputs, node.inputs)):
-        return node
-    if isinstance(node, L.Join):
-        return replace(node, left=inputs[0], right=inputs[1])
-    if isinstance(node, L.Union):
-        return replace(node, parts=tuple(inputs))
-    return replace(node, input=inputs[0])

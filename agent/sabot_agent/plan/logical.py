@@ -7,7 +7,7 @@ of the node's input(s) by name, and names are unique within every schema.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -190,6 +190,17 @@ class Union(Node):
     @property
     def schema(self) -> Schema:
         return self.parts[0].schema
+
+
+def with_inputs(node: Node, inputs: list[Node]) -> Node:
+    """The node over other inputs (the same node when they are its own)."""
+    if all(new is old for new, old in zip(inputs, node.inputs)):
+        return node
+    if isinstance(node, Join):
+        return replace(node, left=inputs[0], right=inputs[1])
+    if isinstance(node, Union):
+        return replace(node, parts=tuple(inputs))
+    return replace(node, input=inputs[0])
 
 
 @dataclass(frozen=True)
