@@ -23,6 +23,7 @@ from sabot_agent import failpoints
 from sabot_agent import inputs as I
 from sabot_agent.engine.exchange import ExchangeReader, StageOutput, stage_shuffle_id
 from sabot_agent.engine.operators import TaskInputs, execute
+from sabot_agent.engine.scan_cache import ScanCache, cache_budget, shared_columns
 from sabot_agent.plan import physical as P
 
 
@@ -92,6 +93,8 @@ class StageRunner:
         # tables every task of a stage shares: broadcast inputs and replicated subtrees, computed once
         self._shared: dict[tuple, _Once] = {}
         self._lock = threading.Lock()
+        # columns that several scans of the plan read are decoded once
+        self._reads = ScanCache(shared_columns(plan), cache_budget(store.memory_budget_bytes))
 
     # -- the plan
 
@@ -234,7 +237,7 @@ class StageRunner:
             else:
                 table = pa.Table.from_batches([I.generate_rows(info.spec, *rows)]).select(sources)
         else:
-            table = I.read_units(info, units, sources, encoded=True)  # the scan operator decodes what it keeps
+            table = self._reads.read(info, units, sources)  # encoded: the scan operator decodes what it keeps
         self._update(stage_id, rows_scanned=table.num_rows, rows_in=table.num_rows)
         return table.rename_columns([name for name, _ in op.columns])
 
