@@ -137,13 +137,17 @@ class ShuffleClient:
         body = {"shuffle_id": shuffle_id, "producer": peer_index, "partitions": partitions, "wait": wait}
         return self.action(peer_index, "stage_status", body, timeout=wait + self.call_timeout, attempts=attempts)
 
-    def wait_ready(self, timeout: float) -> None:
-        """Poll every peer's health action until all answer, or raise naming the ones that did not."""
+    def wait_ready(self, timeout: float, skip: int | None = None, stop: threading.Event | None = None) -> bool:
+        """Poll every peer's health action (but `skip`'s: an agent never calls itself) until all
+        answer, or raise naming the ones that did not. Returns False, at once, when `stop` is set."""
         deadline = time.monotonic() + timeout
-        pending = set(range(len(self.peers)))
+        pending = set(range(len(self.peers))) - {skip}
         last_errors: dict[int, str] = {}
+        stop = stop or threading.Event()
         while pending:
             for peer_index in sorted(pending):
+                if stop.is_set():
+                    return False
                 try:
                     connection = self._connection(peer_index)
                     list(connection.do_action(flight.Action("health", b""), options=flight.FlightCallOptions(timeout=2.0)))
@@ -154,8 +158,9 @@ class ShuffleClient:
             if pending and time.monotonic() >= deadline:
                 details = "; ".join(f"peer {i} ({self.peers[i]}): {last_errors.get(i, 'no answer')}" for i in sorted(pending))
                 raise ShuffleError(f"peers not reachable after {timeout:g}s: {details}")
-            if pending:
-                time.sleep(0.01)  # poll interval between health probes: the start skew between agents
+            if pending and stop.wait(0.01):  # poll interval between health probes: the start skew between agents
+                return False
+        return True
 
 
 def _first_line(exc: BaseException | None) -> str:
