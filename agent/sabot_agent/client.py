@@ -122,20 +122,41 @@ class ShuffleClient:
         return self._with_retries(peer_index, f"DoGet of partition {partition_id} of {shuffle_id!r}", get)
 
     def action(self, peer_index: int, action_type: str, body: dict | None = None, timeout: float | None = None, attempts: int | None = None) -> dict:
-        payload = json.dumps(body or {}).encode()
-
-        def run(connection: flight.FlightClient) -> dict:
-            results = list(connection.do_action(flight.Action(action_type, payload), options=self._options(timeout)))
+        def answer(results: list[flight.Result]) -> dict:
             if len(results) != 1:
                 raise ShuffleError(f"action {action_type} returned {len(results)} results, expected 1")
             return json.loads(results[0].body.to_pybytes())
 
+        return self._action(peer_index, action_type, body, timeout, attempts, answer)
+
+    def _action(self, peer_index: int, action_type: str, body: dict | None, timeout: float | None, attempts: int | None,
+                answer: Callable[[list[flight.Result]], dict]) -> dict:  # fmt: skip
+        payload = json.dumps(body or {}).encode()
+
+        def run(connection: flight.FlightClient) -> dict:
+            return answer(list(connection.do_action(flight.Action(action_type, payload), options=self._options(timeout))))
+
         return self._with_retries(peer_index, f"action {action_type}", run, attempts)
 
-    def stage_status(self, peer_index: int, shuffle_id: str, partitions: list[int], wait: float, attempts: int | None = None) -> dict:
-        """The peer's seal of its output of a stage for these partitions (a long poll of at most `wait`)."""
+    def stage_status(self, peer_index: int, shuffle_id: str, partitions: list[int], wait: float, attempts: int | None = None,
+                     inline_bytes: int = 0) -> dict:  # fmt: skip
+        """The peer's seal of its output of a stage for these partitions (a long poll of at most `wait`).
+        With `inline_bytes`, `answer["tables"]` holds the partitions (of at most that many bytes in
+        all) the peer sent with its seal: partition -> table."""
         body = {"shuffle_id": shuffle_id, "producer": peer_index, "partitions": partitions, "wait": wait}
-        return self.action(peer_index, "stage_status", body, timeout=wait + self.call_timeout, attempts=attempts)
+        if inline_bytes:
+            body["inline_bytes"] = inline_bytes
+
+        def answer(results: list[flight.Result]) -> dict:
+            seal = json.loads(results[0].body.to_pybytes()) if results else {}
+            inlined = seal.get("inlined", [])
+            if len(results) != 1 + len(inlined):
+                raise ShuffleError(f"action stage_status returned {len(results)} results for {len(inlined)} partitions sent with the seal")
+            if seal.get("sealed"):
+                seal["tables"] = {partition: pa.ipc.open_stream(result.body).read_all() for partition, result in zip(inlined, results[1:])}
+            return seal
+
+        return self._action(peer_index, "stage_status", body, wait + self.call_timeout, attempts, answer)
 
     def wait_ready(self, timeout: float, skip: int | None = None, stop: threading.Event | None = None) -> bool:
         """Poll every peer's health action (but `skip`'s: an agent never calls itself) until all

@@ -5,7 +5,7 @@
 
     task:<stage>     a task of the stage starts (reading, mapping, reducing)
     sealed:<stage>   the agent sealed its output of the stage
-    serving          the agent serves a DoGet to a peer (the stream is cut)
+    serving          the agent serves a partition to a peer (a DoGet, or one sent with a seal: the call is cut)
     written          the agent staged its result part
     done             the agent sealed its done marker (agent 0: after publishing) and waits for the job to end
 

@@ -2,9 +2,12 @@
 
 - DoGet `"<shuffle_id_hash>:<partition_id>"` streams the sealed batches of one partition (memory and
   spill files), in the order they were written.
-- DoAction `stage_status` {shuffle_id, producer, partitions, wait} answers with the producer's seal of
-  that stage output — rows, bytes and checksum of each asked partition, the schema, and the instance
-  (the process) that sealed it — as soon as it is sealed, waiting at most `wait` seconds (a long poll). An agent answers only for its own outputs
+- DoAction `stage_status` {shuffle_id, producer, partitions, wait[, inline_bytes]} answers with the
+  producer's seal of that stage output — rows, bytes and checksum of each asked partition, the schema,
+  and the instance (the process) that sealed it — as soon as it is sealed, waiting at most `wait`
+  seconds (a long poll). With `inline_bytes`, asked partitions of at most that many bytes in all come
+  with the seal, each as a further result holding an IPC stream (`inlined` lists them in order): a
+  consumer of small partitions needs no DoGet round trip. An agent answers only for its own outputs
   (producer = its index). `health` answers with the agent's phase; `stats` with the store's totals
   (no shuffle ids).
 - ListFlights lists the partitions held (the job's agents only, like everything else here).
@@ -47,6 +50,8 @@ from sabot_agent.tickets import MAX_PARTITION_ID, PartitionKey, TicketError
 # a stage_status long poll holds a server thread at most this long
 MAX_STATUS_WAIT_SECONDS = 5.0
 MAX_STATUS_PARTITIONS = 65536
+# partitions sent with a seal are at most this big in all
+MAX_INLINE_BYTES = 1 << 20
 
 ACTIONS = {
     "stage_status": "a producer's seal of a stage output, waiting up to `wait` seconds: JSON {shuffle_id, producer, partitions, wait}",
@@ -140,9 +145,7 @@ class ShuffleFlightServer(flight.FlightServerBase):
         def get():
             key = PartitionKey.decode(ticket.ticket)
             schema = self.store.schema(key)
-            batches = list(self.store.read(key))
-            failpoints.reached(self._agent_index, "serving")
-            self.metrics.shuffle("out", "do_get", sum(b.num_rows for b in batches), sum(b.nbytes for b in batches), len(batches))
+            batches = self._served_batches(key, "do_get")
             # a table stream is written by Arrow C++ without a Python call per message
             return flight.RecordBatchStream(pa.Table.from_batches(batches, schema=schema))
 
@@ -155,8 +158,11 @@ class ShuffleFlightServer(flight.FlightServerBase):
         def run():
             body = action.body.to_pybytes() if action.body is not None else b""
             if action.type == "stage_status":
-                request = _json_body(body, {"shuffle_id": _is_text, "producer": _is_count, "partitions": _is_partition_list, "wait": _is_seconds})
-                answer = self._stage_status(request["shuffle_id"], request["producer"], request["partitions"], request["wait"])
+                request = _json_body(body, {"shuffle_id": _is_text, "producer": _is_count, "partitions": _is_partition_list, "wait": _is_seconds},
+                                     optional={"inline_bytes": _is_inline_bytes})  # fmt: skip
+                answer, inlined = self._stage_status(request["shuffle_id"], request["producer"], request["partitions"], request["wait"],
+                                                     request.get("inline_bytes", 0))  # fmt: skip
+                return [flight.Result(json.dumps(answer).encode()), *(flight.Result(payload) for payload in inlined)]
             elif action.type == "stats":
                 _json_body(body or b"{}", {})
                 answer = {name: value for name, value in self.store.stats().items() if name != "commits"}
@@ -169,19 +175,43 @@ class ShuffleFlightServer(flight.FlightServerBase):
 
         return self._serve(f"DoAction:{action.type}" if action.type in ACTIONS else "DoAction:unknown", context, run)
 
-    def _stage_status(self, shuffle_id: str, producer: int, partitions: list[int], wait: float) -> dict:
+    def _stage_status(self, shuffle_id: str, producer: int, partitions: list[int], wait: float, inline_bytes: int) -> tuple[dict, list[pa.Buffer]]:
+        """The seal as JSON, and the IPC streams of the partitions sent with it (the answer's `inlined`)."""
         if producer != self._agent_index:
             raise Forbidden(f"agent {self._agent_index} answers only for its own outputs (producer {self._agent_index})")
         found = self.store.sealed(shuffle_id, producer, wait)
         if found is None:
-            return {"sealed": False}
+            return {"sealed": False}, []
         schema, claims = found
         with self._told_changed:
             self._told.update((shuffle_id, p) for p in partitions)
             self._told_changed.notify_all()
         empty = {"rows": 0, "bytes": 0, "checksum": 0}
-        return {"sealed": True, "schema": schema_to_text(schema), "instance": self._instance, "plan": self._plan,
-                "partitions": {str(p): claims.get(p, empty) for p in partitions}}  # fmt: skip
+        inlined, payloads = [], []
+        for partition in partitions:
+            claim = claims.get(partition, empty)
+            if claim["rows"] and claim["bytes"] <= inline_bytes:
+                inline_bytes -= claim["bytes"]
+                inlined.append(partition)
+                payloads.append(self._partition_stream(PartitionKey.for_shuffle(shuffle_id, partition), schema, "stage_status"))
+        answer = {"sealed": True, "schema": schema_to_text(schema), "instance": self._instance, "plan": self._plan,
+                  "partitions": {str(p): claims.get(p, empty) for p in partitions}, "inlined": inlined}  # fmt: skip
+        return answer, payloads
+
+    def _partition_stream(self, key: PartitionKey, schema: pa.Schema, rpc: str) -> pa.Buffer:
+        """A partition's sealed batches as one IPC stream, served to a peer."""
+        batches = self._served_batches(key, rpc)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        return sink.getvalue()
+
+    def _served_batches(self, key: PartitionKey, rpc: str) -> list[pa.RecordBatch]:
+        batches = list(self.store.read(key))
+        failpoints.reached(self._agent_index, "serving")
+        self.metrics.shuffle("out", rpc, sum(b.num_rows for b in batches), sum(b.nbytes for b in batches), len(batches))
+        return batches
 
     def wait_told(self, shuffle_id: str, partition: int, timeout: float) -> bool:
         """Whether this server answered a poll of `partition` of a sealed output, waiting up to `timeout`."""
@@ -223,6 +253,10 @@ def _is_seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_STATUS_WAIT_SECONDS
 
 
+def _is_inline_bytes(value: Any) -> bool:
+    return _is_count(value, MAX_INLINE_BYTES)
+
+
 def _is_partition_list(value: Any) -> bool:
     return isinstance(value, list) and len(value) <= MAX_STATUS_PARTITIONS and all(_is_count(p, MAX_PARTITION_ID) for p in value)
 
@@ -232,11 +266,14 @@ _EXPECTED = {
     _is_count: "an integer >= 0",
     _is_seconds: f"a number of seconds in [0, {MAX_STATUS_WAIT_SECONDS:g}]",
     _is_partition_list: f"a list of at most {MAX_STATUS_PARTITIONS} partition ids",
+    _is_inline_bytes: f"an integer in [0, {MAX_INLINE_BYTES}]",
 }
 
 
-def _json_body(body: bytes, fields: dict[str, Callable[[Any], bool]]) -> dict:
-    """A JSON object with exactly these fields, each passing its check; TicketError says what is not."""
+def _json_body(body: bytes, fields: dict[str, Callable[[Any], bool]], optional: dict[str, Callable[[Any], bool]] | None = None) -> dict:
+    """A JSON object with exactly these fields (and any of the `optional` ones), each passing its
+    check; TicketError says what is not."""
+    optional = optional or {}
     try:
         request = json.loads(body)
     except ValueError as exc:  # also a body that is not UTF-8
@@ -246,10 +283,10 @@ def _json_body(body: bytes, fields: dict[str, Callable[[Any], bool]]) -> dict:
     missing = [name for name in fields if name not in request]
     if missing:
         raise TicketError(f"action body is missing {', '.join(missing)}")
-    unknown = sorted(set(request) - set(fields))
+    unknown = sorted(set(request) - set(fields) - set(optional))
     if unknown:
         raise TicketError(f"action body has unknown field(s) {', '.join(unknown)}")
-    for name, check in fields.items():
-        if not check(request[name]):
+    for name, check in {**fields, **optional}.items():
+        if name in request and not check(request[name]):
             raise TicketError(f"action body field {name} must be {_EXPECTED[check]}, got {json.dumps(request[name])[:80]}")
     return request

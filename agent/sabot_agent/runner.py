@@ -280,10 +280,11 @@ class Agent:
             on_progress=self._stage_progress, metrics=self.metrics,
         )  # fmt: skip
 
-    def _fetched(self, stage: int, rows: int, nbytes: int, remote: bool) -> None:
-        """A partition read for a task: from a peer (DoGet) or from this agent's own store."""
-        self.metrics.shuffle("in", "do_get" if remote else "local", rows, nbytes)
-        if remote:
+    def _fetched(self, stage: int, rows: int, nbytes: int, source: str) -> None:
+        """A partition read for a task: from a peer ("do_get", or "stage_status": sent with its seal)
+        or from this agent's own store ("local")."""
+        self.metrics.shuffle("in", source, rows, nbytes)
+        if source != "local":
             with self._status_lock:
                 self.status["bytes_fetched"] += nbytes
 

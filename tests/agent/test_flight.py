@@ -130,6 +130,33 @@ def test_a_consumer_waits_for_the_seal_with_a_long_poll(producer):
     assert reader_of(peer).read(0, 2).num_rows == answer["partitions"]["2"]["rows"]
 
 
+def test_small_partitions_come_with_the_seal_and_are_checked_like_fetched_ones(producer, monkeypatch):
+    _, peer, _ = producer(rows=3000)
+    client = ShuffleClient([peer])
+    shuffle = stage_shuffle_id(JOB, 0, 0)
+    answer = client.stage_status(0, shuffle, list(range(PARTITIONS)), 5.0, inline_bytes=1 << 20)
+    assert answer["inlined"] == [p for p in range(PARTITIONS) if answer["partitions"][str(p)]["rows"]] and len(answer["inlined"]) > 1
+    fetched = {p: client.fetch(0, shuffle, p) for p in answer["inlined"]}
+    assert all(answer["tables"][p].equals(fetched[p]) for p in answer["inlined"])
+    # within the limit, partitions are sent in the order asked until the next would not fit
+    first = answer["partitions"][str(answer["inlined"][0])]["bytes"]
+    assert client.stage_status(0, shuffle, answer["inlined"], 5.0, inline_bytes=first)["inlined"] == answer["inlined"][:1]
+    assert client.stage_status(0, shuffle, answer["inlined"], 5.0)["inlined"] == []
+
+    # a consumer reads them without a DoGet, and checks them against the seal
+    monkeypatch.setattr(ShuffleClient, "fetch", lambda *args: pytest.fail("a partition sent with its seal was fetched again"))
+    reader = reader_of(peer)
+    parts = [reader.read(0, partition) for partition in range(PARTITIONS)]
+    assert checksum_of(pa.concat_tables(parts)) == checksum_of(sample_table(3000))
+    reader = reader_of(peer)
+    reader.read(0, 0)  # takes the seal (with every partition) and partition 0
+    seal = reader._seals[(0, 0)]
+    partition = next(iter(seal.inlined))
+    seal.inlined[partition] = seal.inlined[partition].slice(1)  # what a lost row would look like
+    with pytest.raises(ExchangeError, match="rows arrived"):
+        reader.read(0, partition)
+
+
 def test_spilled_outputs_are_served_identical(producer, tmp_path):
     process, peer, _ = producer(rows=200_000, memory_budget=1 << 20)
     parts = [reader_of(peer).read(0, partition) for partition in range(PARTITIONS)]
@@ -216,7 +243,8 @@ def test_http_endpoints_and_metrics(producer):
         for sample in family.samples:
             assert set(sample.labels) - {"le"} <= {"job", "agent", "direction", "rpc", "method", "status", "stage"}
             samples[(sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k not in ("job", "agent"))))] = sample.value
-    assert samples[("sabot_shuffle_rows_total", (("direction", "out"), ("rpc", "do_get")))] > 0
+    served = [samples.get(("sabot_shuffle_rows_total", (("direction", "out"), ("rpc", rpc))), 0) for rpc in ("do_get", "stage_status")]
+    assert sum(served) > 0  # small partitions are served with their seal
     assert samples[("sabot_flight_requests_total", (("method", "DoGet"), ("status", "not_found")))] == 1
     assert samples[("sabot_flight_requests_total", (("method", "DoAction:stage_status"), ("status", "ok")))] >= 1
     assert samples[("sabot_fetch_failures_total", ())] == 0

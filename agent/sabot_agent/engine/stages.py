@@ -94,7 +94,7 @@ class StageRunner:
         self._shared: dict[tuple, _Once] = {}
         self._lock = threading.Lock()
         # columns that several scans of the plan read are decoded once
-        self._reads = ScanCache(shared_columns(plan), cache_budget(store.memory_budget_bytes))
+        self._reads = ScanCache(shared_columns(plan), cache_budget(store.memory_budget_bytes if store is not None else None))
 
     # -- the plan
 
