@@ -114,3 +114,16 @@ def test_shared_columns_are_those_two_scans_of_an_input_read(tmp_path, table_inf
     job = validate_job(job_document("shared", {"t": {"format": "parquet", "path": table_info.spec.path}}, tmp_path / "out", agents=2, sql=sql))
     plan, _ = plan_job_inputs(job, 2, 1)
     assert shared_columns(plan) == {"t": frozenset({"k", "v"})}
+
+
+def test_kept_columns_go_once_no_later_stage_scans_their_input(table_info, counted_reads):
+    cache = ScanCache({"t": frozenset({"k"})}, budget_bytes=1 << 30)
+    cache.read(table_info, table_info.units, ["k"])
+    cache.release_all_but({"t", "other"})
+    counted_reads.clear()
+    cache.read(table_info, table_info.units, ["k"])
+    assert counted_reads == []  # still scanned later: kept
+    cache.release_all_but({"other"})
+    cache.read(table_info, table_info.units, ["k"])
+    assert counted_reads == [(3, ["k"])]  # released, read again
+    assert cache._used > 0  # and kept again, within the budget the release gave back

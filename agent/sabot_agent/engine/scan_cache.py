@@ -4,8 +4,8 @@ A decorrelated subquery scans the table its outer query scans (TPC-H q2, q11, q1
 q22): each scan would read and decode the same Parquet column chunks of the same row groups again.
 The plan names every scan up front, so the columns two or more scans of an input read are known
 before the first stage runs; those are kept, per unit, after their first read (in the encoded form
-the scans read: small-dictionary strings stay dictionaries), up to a byte budget, until the job ends.
-Columns only one scan reads are never kept. Arrow arrays are immutable, so a kept column serves every
+the scans read: small-dictionary strings stay dictionaries), up to a byte budget, until no later
+stage scans their input. Columns only one scan reads are never kept. Arrow arrays are immutable, so a kept column serves every
 later reader as it is.
 """
 
@@ -63,6 +63,12 @@ class ScanCache:
             self._keep(name, units, read, [column for column in missing if column in shared])
         arrays = [read.column(column) if column in missing else _concat(kept[column]) for column in columns]
         return pa.Table.from_arrays(arrays, names=columns)
+
+    def release_all_but(self, inputs: set[str]) -> None:
+        """Drop the kept columns of every input not named (no stage still to run scans them)."""
+        with self._lock:
+            for key in [key for key in self._columns if key[0] not in inputs]:
+                self._used -= self._columns.pop(key).nbytes
 
     def _keep(self, name: str, units: list[I.Unit], table: pa.Table, columns: list[str]) -> None:
         """Each unit's rows of the given columns of a read (zero-copy slices), while the budget lasts."""

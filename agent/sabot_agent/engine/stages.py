@@ -103,11 +103,13 @@ class StageRunner:
         result: list[pa.Table] = []
         # one worker per task slot for the whole plan (a thread costs ~1 ms to start)
         with ThreadPoolExecutor(max_workers=max(1, self.slot_count), thread_name_prefix="task") as pool:
-            for stage in self.plan.stages:
+            for position, stage in enumerate(self.plan.stages):
                 if stage.single and self.agent_index != 0:
                     self._update(stage.id, state="skipped")
                     continue
                 result = self._run_stage(stage, pool)
+                later = self.plan.stages[position + 1 :]
+                self._reads.release_all_but({scan.input for later_stage in later for scan in P.scans(later_stage.root, into_replicated=True)})
         return result
 
     def _run_stage(self, stage: P.Stage, pool: ThreadPoolExecutor) -> list[pa.Table]:
