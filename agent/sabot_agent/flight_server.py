@@ -187,20 +187,20 @@ class ShuffleFlightServer(flight.FlightServerBase):
             self._told.update((shuffle_id, p) for p in partitions)
             self._told_changed.notify_all()
         empty = {"rows": 0, "bytes": 0, "checksum": 0}
+        asked = {partition: claims.get(partition, empty) for partition in partitions}
         inlined, payloads = [], []
-        for partition in partitions:
-            claim = claims.get(partition, empty)
+        for partition, claim in asked.items():
             if claim["rows"] and claim["bytes"] <= inline_bytes:
                 inline_bytes -= claim["bytes"]
                 inlined.append(partition)
-                payloads.append(self._partition_stream(PartitionKey.for_shuffle(shuffle_id, partition), schema, "stage_status"))
+                payloads.append(self._inlined_stream(PartitionKey.for_shuffle(shuffle_id, partition), schema))
         answer = {"sealed": True, "schema": schema_to_text(schema), "instance": self._instance, "plan": self._plan,
-                  "partitions": {str(p): claims.get(p, empty) for p in partitions}, "inlined": inlined}  # fmt: skip
+                  "partitions": {str(p): claim for p, claim in asked.items()}, "inlined": inlined}  # fmt: skip
         return answer, payloads
 
-    def _partition_stream(self, key: PartitionKey, schema: pa.Schema, rpc: str) -> pa.Buffer:
-        """A partition's sealed batches as one IPC stream, served to a peer."""
-        batches = self._served_batches(key, rpc)
+    def _inlined_stream(self, key: PartitionKey, schema: pa.Schema) -> pa.Buffer:
+        """A partition's sealed batches as one IPC stream, sent with a seal."""
+        batches = self._served_batches(key, "stage_status")
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, schema) as writer:
             for batch in batches:

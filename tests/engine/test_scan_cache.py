@@ -117,13 +117,14 @@ def test_shared_columns_are_those_two_scans_of_an_input_read(tmp_path, table_inf
 
 
 def test_kept_columns_go_once_no_later_stage_scans_their_input(table_info, counted_reads):
-    cache = ScanCache({"t": frozenset({"k"})}, budget_bytes=1 << 30)
+    # stage 0 is followed by a stage that scans t, stage 1 only by stages that scan another input
+    cache = ScanCache({"t": frozenset({"k"})}, budget_bytes=1 << 30, scanned_after=[{"t", "other"}, {"other"}])
     cache.read(table_info, table_info.units, ["k"])
-    cache.release_all_but({"t", "other"})
+    cache.stage_done(0)
     counted_reads.clear()
     cache.read(table_info, table_info.units, ["k"])
     assert counted_reads == []  # still scanned later: kept
-    cache.release_all_but({"other"})
+    cache.stage_done(1)
     cache.read(table_info, table_info.units, ["k"])
     assert counted_reads == [(3, ["k"])]  # released, read again
     assert cache._used > 0  # and kept again, within the budget the release gave back

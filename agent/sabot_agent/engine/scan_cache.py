@@ -31,7 +31,7 @@ def shared_columns(plan: P.DistributedPlan) -> dict[str, frozenset[str]]:
     """input -> the source columns that two or more scans of the plan read."""
     readers: collections.Counter = collections.Counter()
     for stage in plan.stages:
-        for scan in P.scans(stage.root, into_replicated=True):
+        for scan in _scans(stage):
             readers.update((scan.input, source) for source in {source for _, source in scan.columns})
     shared: dict[str, set[str]] = collections.defaultdict(set)
     for (name, column), count in readers.items():
@@ -40,9 +40,15 @@ def shared_columns(plan: P.DistributedPlan) -> dict[str, frozenset[str]]:
     return {name: frozenset(columns) for name, columns in shared.items()}
 
 
+def _scans(stage: P.Stage) -> list[P.ScanOp]:
+    return P.scans(stage.root, into_replicated=True)
+
+
 class ScanCache:
-    def __init__(self, shared: dict[str, frozenset[str]], budget_bytes: int):
+    def __init__(self, shared: dict[str, frozenset[str]], budget_bytes: int, scanned_after: list[set[str]] | None = None):
+        """`shared`: input -> columns to keep; `scanned_after[i]`: the inputs stages after the i-th still scan."""
         self._shared = shared
+        self._scanned_after = scanned_after or []
         self._budget = budget_bytes
         self._used = 0
         self._columns: dict[tuple[str, I.Unit, str], pa.ChunkedArray] = {}
@@ -64,10 +70,16 @@ class ScanCache:
         arrays = [read.column(column) if column in missing else _concat(kept[column]) for column in columns]
         return pa.Table.from_arrays(arrays, names=columns)
 
-    def release_all_but(self, inputs: set[str]) -> None:
-        """Drop the kept columns of every input not named (no stage still to run scans them)."""
+    @classmethod
+    def for_plan(cls, plan: P.DistributedPlan, budget_bytes: int) -> ScanCache:
+        scanned_after = [{scan.input for later in plan.stages[position + 1 :] for scan in _scans(later)} for position in range(len(plan.stages))]
+        return cls(shared_columns(plan), budget_bytes, scanned_after)
+
+    def stage_done(self, position: int) -> None:
+        """The stage at this position of the plan ran: drop the kept columns of inputs no later stage scans."""
+        still_scanned = self._scanned_after[position]
         with self._lock:
-            for key in [key for key in self._columns if key[0] not in inputs]:
+            for key in [key for key in self._columns if key[0] not in still_scanned]:
                 self._used -= self._columns.pop(key).nbytes
 
     def _keep(self, name: str, units: list[I.Unit], table: pa.Table, columns: list[str]) -> None:

@@ -23,7 +23,7 @@ from sabot_agent import failpoints
 from sabot_agent import inputs as I
 from sabot_agent.engine.exchange import ExchangeReader, StageOutput, stage_shuffle_id
 from sabot_agent.engine.operators import TaskInputs, execute
-from sabot_agent.engine.scan_cache import ScanCache, cache_budget, shared_columns
+from sabot_agent.engine.scan_cache import ScanCache, cache_budget
 from sabot_agent.plan import physical as P
 
 
@@ -94,7 +94,7 @@ class StageRunner:
         self._shared: dict[tuple, _Once] = {}
         self._lock = threading.Lock()
         # columns that several scans of the plan read are decoded once
-        self._reads = ScanCache(shared_columns(plan), cache_budget(store.memory_budget_bytes if store is not None else None))
+        self._reads = ScanCache.for_plan(plan, cache_budget(store.memory_budget_bytes if store is not None else None))
 
     # -- the plan
 
@@ -108,8 +108,7 @@ class StageRunner:
                     self._update(stage.id, state="skipped")
                     continue
                 result = self._run_stage(stage, pool)
-                later = self.plan.stages[position + 1 :]
-                self._reads.release_all_but({scan.input for later_stage in later for scan in P.scans(later_stage.root, into_replicated=True)})
+                self._reads.stage_done(position)
         return result
 
     def _run_stage(self, stage: P.Stage, pool: ThreadPoolExecutor) -> list[pa.Table]:
