@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pyarrow as pa
@@ -204,6 +205,17 @@ def test_an_unreachable_peer_raises_after_bounded_retries():
         client.fetch(0, stage_shuffle_id(JOB, 0, 0), 0)
     with pytest.raises(ShuffleError, match="peers not reachable"):
         client.wait_ready(0.3)
+
+
+def test_waiting_for_peers_skips_this_agent_and_stops_when_told():
+    """An agent never calls its own server (peer 0 here is unreachable and not probed); planning
+    failing meanwhile stops the dialling at once instead of after --startup-timeout."""
+    assert ShuffleClient(["127.0.0.1:9"]).wait_ready(30.0, skip=0) is True
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    assert ShuffleClient(["127.0.0.1:9", "127.0.0.1:9"]).wait_ready(30.0, skip=0, stop=stop) is False
+    assert time.monotonic() - started < 5.0
 
 
 def test_a_consumer_names_a_producer_that_stopped_answering(producer):

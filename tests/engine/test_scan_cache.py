@@ -128,3 +128,12 @@ def test_kept_columns_go_once_no_later_stage_scans_their_input(table_info, count
     cache.read(table_info, table_info.units, ["k"])
     assert counted_reads == [(3, ["k"])]  # released, read again
     assert cache._used > 0  # and kept again, within the budget the release gave back
+
+
+def test_a_parquet_footer_is_parsed_once_per_input(table_info):
+    """Reads of a file's row groups share one fragment whose footer was parsed on the first read."""
+    first = I.read_units(table_info, table_info.units[:1], ["k"])
+    opened = table_info.opened[table_info.units[0].path]
+    again = I.read_units(table_info, table_info.units[1:], ["k", "s"])
+    assert table_info.opened == {table_info.units[0].path: opened}
+    assert first.column("k").to_pylist() == list(range(1000)) and again.num_rows == 2000
